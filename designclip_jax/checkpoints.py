@@ -1,0 +1,186 @@
+"""Hugging Face CLIP checkpoints (config.json + model.safetensors) <-> NNX CLIP models.
+
+One table of name rules serves both directions. Reading needs numpy + safetensors only (no torch);
+``transformers`` is used for its CLIPConfig (defaults, validation) and tokenizer, never for weights.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from designclip_jax.models.clip import CLIP
+from designclip_jax.models.config import CLIPConfig, TextConfig, VisionConfig
+
+WEIGHTS_NAME = 'model.safetensors'
+WEIGHTS_INDEX_NAME = 'model.safetensors.index.json'
+_IGNORED_HF_KEYS = re.compile(r'.*position_ids$')  # non-persistent buffers older exports still carry
+
+_identity: Callable = lambda w: w
+_transpose: Callable = lambda w: w.T
+
+# (our flat name, HF flat name, ours -> HF, HF -> ours); the first rule whose pattern matches wins.
+_RULES: list[tuple[str, str, Callable, Callable]] = [
+    (r'(.*)\.patch_embedding$', r'\1.patch_embedding.weight',
+     lambda w: w.transpose(3, 2, 0, 1), lambda w: w.transpose(2, 3, 1, 0)),  # HWIO <-> OIHW
+    (r'(.*)\.class_embedding$', r'\1.class_embedding', _identity, _identity),
+    (r'(.*\.(?:token|position)_embedding)$', r'\1.weight', _identity, _identity),
+    (r'(.*)\.kernel$', r'\1.weight', _transpose, _transpose),  # torch Linear stores (out, in)
+    (r'(.*)\.scale$', r'\1.weight', _identity, _identity),      # LayerNorm gain
+    (r'(.*)$', r'\1', _identity, _identity),                    # biases, logit_scale
+]
+
+
+def _hf_name(ours: str) -> tuple[str, Callable, Callable]:
+  for pattern, template, to_hf, from_hf in _RULES:
+    if re.fullmatch(pattern, ours):
+      return re.sub(pattern, template, ours), to_hf, from_hf
+  raise AssertionError(f'no rule for {ours}')  # the catch-all rule makes this unreachable
+
+
+def _flat_params(model_or_abstract: CLIP) -> dict[str, jax.Array]:
+  pure = nnx.to_pure_dict(nnx.state(model_or_abstract, nnx.Param))
+  flat = {}
+  for path, leaf in jax.tree_util.tree_flatten_with_path(pure)[0]:
+    flat['.'.join(str(getattr(k, 'key', getattr(k, 'idx', k))) for k in path)] = leaf
+  return flat
+
+
+def _unflatten(flat: dict[str, np.ndarray]) -> dict:
+  tree: dict = {}
+  for name, value in flat.items():
+    node = tree
+    *parents, leaf = name.split('.')
+    for part in parents:
+      node = node.setdefault(int(part) if part.isdigit() else part, {})
+    node[leaf] = value
+  return tree
+
+
+# ----------------------------------------------------------------------------- configs
+
+def config_from_hf(hf) -> CLIPConfig:
+  """Our CLIPConfig from a ``transformers.CLIPConfig``."""
+  t, v = hf.text_config, hf.vision_config
+  if t.layer_norm_eps != v.layer_norm_eps:
+    raise ValueError(f'text and vision layer_norm_eps differ ({t.layer_norm_eps} vs {v.layer_norm_eps}); '
+                     'this model uses one epsilon for both towers')
+  return CLIPConfig(
+      vision=VisionConfig(image_size=v.image_size, patch_size=v.patch_size, width=v.hidden_size,
+                          layers=v.num_hidden_layers, heads=v.num_attention_heads, mlp_dim=v.intermediate_size,
+                          act=v.hidden_act, channels=v.num_channels),
+      text=TextConfig(vocab_size=t.vocab_size, context_length=t.max_position_embeddings, width=t.hidden_size,
+                      layers=t.num_hidden_layers, heads=t.num_attention_heads, mlp_dim=t.intermediate_size,
+                      act=t.hidden_act, eos_token_id=t.eos_token_id),
+      embed_dim=hf.projection_dim, layer_norm_eps=v.layer_norm_eps,
+      logit_scale_init=hf.logit_scale_init_value)
+
+
+def config_to_hf(cfg: CLIPConfig):
+  from transformers import CLIPConfig as HFCLIPConfig  # pylint: disable=import-outside-toplevel
+  t, v = cfg.text, cfg.vision
+  return HFCLIPConfig(
+      text_config=dict(vocab_size=t.vocab_size, hidden_size=t.width, intermediate_size=t.mlp_dim,
+                       num_hidden_layers=t.layers, num_attention_heads=t.heads,
+                       max_position_embeddings=t.context_length, hidden_act=t.act,
+                       layer_norm_eps=cfg.layer_norm_eps, eos_token_id=t.eos_token_id,
+                       projection_dim=cfg.embed_dim),
+      vision_config=dict(hidden_size=v.width, intermediate_size=v.mlp_dim, num_hidden_layers=v.layers,
+                         num_attention_heads=v.heads, num_channels=v.channels, image_size=v.image_size,
+                         patch_size=v.patch_size, hidden_act=v.act, layer_norm_eps=cfg.layer_norm_eps,
+                         projection_dim=cfg.embed_dim),
+      projection_dim=cfg.embed_dim, logit_scale_init_value=cfg.logit_scale_init)
+
+
+def load_config(path: str) -> CLIPConfig:
+  config_file = os.path.join(path, 'config.json')
+  if not os.path.isfile(config_file):
+    raise FileNotFoundError(f'{config_file} not found: expected a Hugging Face CLIP directory '
+                            '(config.json + model.safetensors)')
+  with open(config_file) as f:
+    raw = json.load(f)
+  if raw.get('model_type') != 'clip':
+    raise ValueError(f'{config_file} describes model_type={raw.get("model_type")!r}, not a CLIP model '
+                     "(model_type 'clip')")
+  from transformers import CLIPConfig as HFCLIPConfig  # pylint: disable=import-outside-toplevel
+  return config_from_hf(HFCLIPConfig.from_pretrained(path))
+
+
+# ----------------------------------------------------------------------------- weights
+
+def _read_safetensors(path: str) -> dict[str, np.ndarray]:
+  from safetensors.numpy import load_file  # pylint: disable=import-outside-toplevel
+  single, index = os.path.join(path, WEIGHTS_NAME), os.path.join(path, WEIGHTS_INDEX_NAME)
+  if os.path.isfile(single):
+    return load_file(single)
+  if os.path.isfile(index):
+    with open(index) as f:
+      shards = sorted(set(json.load(f)['weight_map'].values()))
+    tensors = {}
+    for shard in shards:
+      tensors.update(load_file(os.path.join(path, shard)))
+    return tensors
+  raise FileNotFoundError(f'no {WEIGHTS_NAME} (or {WEIGHTS_INDEX_NAME}) in {path}; PyTorch .bin '
+                          'checkpoints must first be re-saved as safetensors')
+
+
+def hf_to_params(tensors: dict[str, np.ndarray], abstract: CLIP) -> dict:
+  """HF tensors -> nested pure dict matching ``abstract``; errors name the offending tensor."""
+  ours = {}
+  expected = _flat_params(abstract)
+  unused = {k for k in tensors if not _IGNORED_HF_KEYS.fullmatch(k)}
+  for name, target in expected.items():
+    hf_name, _, from_hf = _hf_name(name)
+    if hf_name not in tensors:
+      raise KeyError(f'checkpoint is missing tensor {hf_name!r} (for {name})')
+    value = from_hf(np.asarray(tensors[hf_name], dtype=np.float32))
+    if value.shape != tuple(target.shape):
+      raise ValueError(f'tensor {hf_name!r} has shape {tuple(tensors[hf_name].shape)}; the config expects '
+                       f'{tuple(target.shape)} (after conversion)')
+    ours[name] = value
+    unused.discard(hf_name)
+  if unused:
+    raise ValueError(f'checkpoint holds tensors this model does not use: {sorted(unused)[:10]}')
+  return _unflatten(ours)
+
+
+def params_to_hf(model: CLIP) -> dict[str, np.ndarray]:
+  out = {}
+  for name, value in _flat_params(model).items():
+    hf_name, to_hf, _ = _hf_name(name)
+    out[hf_name] = np.array(to_hf(np.asarray(jax.device_get(value), dtype=np.float32)), order="C")
+  return out
+
+
+# ----------------------------------------------------------------------------- public API
+
+def from_pretrained(path: str, *, dtype=jnp.float32, remat: bool = False) -> CLIP:
+  """Load a Hugging Face-format CLIP directory into an NNX ``CLIP`` (float32 params, ``dtype`` compute)."""
+  path = os.fspath(path)
+  if not os.path.isdir(path):
+    raise FileNotFoundError(f'checkpoint directory {path!r} does not exist')
+  config = load_config(path)
+  abstract = nnx.eval_shape(lambda: CLIP(config, dtype=dtype, remat=remat, rngs=nnx.Rngs(0)))
+  params = hf_to_params(_read_safetensors(path), abstract)
+  graphdef, state = nnx.split(abstract)
+  nnx.replace_by_pure_dict(state, jax.tree.map(jnp.asarray, params))
+  return nnx.merge(graphdef, state)
+
+
+def save_pretrained(model: CLIP, path: str, tokenizer=None) -> None:
+  """Write ``model`` as a directory that ``transformers.CLIPModel.from_pretrained`` loads."""
+  from safetensors.numpy import save_file  # pylint: disable=import-outside-toplevel
+  os.makedirs(path, exist_ok=True)
+  hf_config = config_to_hf(model.config)
+  hf_config.architectures = ['CLIPModel']
+  hf_config.save_pretrained(path)
+  save_file(params_to_hf(model), os.path.join(path, WEIGHTS_NAME), metadata={'format': 'pt'})
+  if tokenizer is not None:
+    tokenizer.save(path)

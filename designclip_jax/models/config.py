@@ -1,0 +1,71 @@
+"""Tower shapes and the preset table (OpenAI CLIP shapes plus a tiny CPU preset)."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+
+@dataclasses.dataclass(frozen=True)
+class VisionConfig:
+  image_size: int = 224
+  patch_size: int = 32
+  width: int = 768
+  layers: int = 12
+  heads: int = 12
+  mlp_dim: int = 3072
+  act: str = 'quick_gelu'
+  channels: int = 3
+
+
+@dataclasses.dataclass(frozen=True)
+class TextConfig:
+  vocab_size: int = 49408
+  context_length: int = 77
+  width: int = 512
+  layers: int = 12
+  heads: int = 8
+  mlp_dim: int = 2048
+  act: str = 'quick_gelu'
+  # Pooling follows transformers: first occurrence of eos_token_id, or argmax of the ids when the
+  # config carries the legacy eos_token_id == 2.
+  eos_token_id: int = 49407
+
+
+@dataclasses.dataclass(frozen=True)
+class CLIPConfig:
+  vision: VisionConfig = VisionConfig()
+  text: TextConfig = TextConfig()
+  embed_dim: int = 512
+  layer_norm_eps: float = 1e-5
+  logit_scale_init: float = math.log(1 / 0.07)
+
+  def replace(self, **changes) -> 'CLIPConfig':
+    """Top-level fields by name; tower fields as ``vision_<field>`` / ``text_<field>``."""
+    vision = {k[len('vision_'):]: v for k, v in changes.items() if k.startswith('vision_')}
+    text = {k[len('text_'):]: v for k, v in changes.items() if k.startswith('text_')}
+    top = {k: v for k, v in changes.items() if not k.startswith(('vision_', 'text_'))}
+    return dataclasses.replace(self, vision=dataclasses.replace(self.vision, **vision),
+                               text=dataclasses.replace(self.text, **text), **top)
+
+
+PRESETS: dict[str, CLIPConfig] = {
+    'ViT-B/32': CLIPConfig(),
+    'ViT-B/16': CLIPConfig(vision=VisionConfig(patch_size=16)),
+    'ViT-L/14': CLIPConfig(
+        vision=VisionConfig(patch_size=14, width=1024, layers=24, heads=16, mlp_dim=4096),
+        text=TextConfig(width=768, heads=12, mlp_dim=3072),
+        embed_dim=768),
+    # Small enough to train from scratch on a 2-core CPU in minutes.
+    'tiny': CLIPConfig(
+        vision=VisionConfig(image_size=64, patch_size=8, width=128, layers=3, heads=4, mlp_dim=512, act='gelu'),
+        text=TextConfig(vocab_size=2048, context_length=48, width=128, layers=3, heads=4, mlp_dim=512,
+                        act='gelu', eos_token_id=1),
+        embed_dim=128),
+}
+
+
+def preset(name: str, **changes) -> CLIPConfig:
+  if name not in PRESETS:
+    raise ValueError(f'unknown model preset {name!r}; choose one of {sorted(PRESETS)}')
+  return PRESETS[name].replace(**changes) if changes else PRESETS[name]

@@ -1,0 +1,25 @@
+"""Shared fixtures. Tests run on CPU; sharding tests ask for 8 host devices via XLA_FLAGS."""
+
+import os
+
+os.environ.setdefault('XLA_FLAGS', '--xla_force_host_platform_device_count=8')
+os.environ.setdefault('JAX_PLATFORMS', 'cpu')
+os.environ.setdefault('OMP_WAIT_POLICY', 'PASSIVE')
+
+import pathlib
+
+import pytest
+from absl import flags
+
+# Grain worker processes read absl flags; an unparsed FLAGS object makes them crash.
+flags.FLAGS.mark_as_parsed()
+
+SHARED = pathlib.Path(__file__).resolve().parents[1].parent / 'shared'
+IMPACT_SAMPLE = SHARED / 'data' / 'impact-sample'
+
+
+@pytest.fixture
+def impact_sample():
+  if not (IMPACT_SAMPLE / 'sample_data.csv').is_file():
+    pytest.skip(f'real IMPACT sample not found at {IMPACT_SAMPLE} (only present beside the CI checkout)')
+  return IMPACT_SAMPLE

@@ -1,0 +1,65 @@
+"""The 33 USPC design classes (D1–D30, D32, D34, D99), in one fixed order used everywhere."""
+
+from __future__ import annotations
+
+import re
+
+# (code, name, IMPACT training-set size). The sizes are the long-tail profile the synthetic set
+# imitates; those readable in the paper's figure are exact, the rest interpolated (protocols.md §2).
+USPC_DESIGN_CLASSES: tuple[tuple[str, str, int], ...] = (
+    ('D1', 'Edible products', 1030),
+    ('D2', 'Apparel and haberdashery', 9800),
+    ('D3', 'Travel goods, personal belongings, and flat articles', 8200),
+    ('D4', 'Brushware', 2100),
+    ('D5', 'Textile or paper yard goods', 1082),
+    ('D6', 'Furnishings', 17789),
+    ('D7', 'Equipment for preparing or serving food or drink', 15861),
+    ('D8', 'Tools and hardware', 13200),
+    ('D9', 'Packages and containers for goods', 9400),
+    ('D10', 'Measuring, testing or signaling instruments', 6100),
+    ('D11', 'Jewelry, symbolic insignia, and ornaments', 7300),
+    ('D12', 'Transportation', 12800),
+    ('D13', 'Equipment for production, distribution, or transformation of energy', 7900),
+    ('D14', 'Recording, communication, or information retrieval equipment', 41007),
+    ('D15', 'Machines not elsewhere specified', 5600),
+    ('D16', 'Photography and optical equipment', 3300),
+    ('D17', 'Musical instruments', 745),
+    ('D18', 'Printing and office machinery', 1900),
+    ('D19', "Office supplies; artists' and teachers' materials", 2600),
+    ('D20', 'Sales and advertising equipment', 1401),
+    ('D21', 'Games, toys and sports goods', 11400),
+    ('D22', 'Arms, pyrotechnics, hunting and fishing equipment', 3600),
+    ('D23', 'Environmental heating and cooling, fluid handling and sanitary equipment', 14548),
+    ('D24', 'Medical and laboratory equipment', 16785),
+    ('D25', 'Building units and construction elements', 6800),
+    ('D26', 'Lighting', 10600),
+    ('D27', "Tobacco and smokers' supplies", 2300),
+    ('D28', 'Cosmetic products and toilet articles', 8100),
+    ('D29', 'Equipment for safety, protection, and rescue', 3000),
+    ('D30', 'Animal husbandry', 4200),
+    ('D32', 'Washing, cleaning, or drying machines', 2800),
+    ('D34', 'Material or article handling equipment', 3900),
+    ('D99', 'Miscellaneous', 642),
+)
+CLASS_CODES: tuple[str, ...] = tuple(c for c, _, _ in USPC_DESIGN_CLASSES)
+CLASS_NAMES: tuple[str, ...] = tuple(n for _, n, _ in USPC_DESIGN_CLASSES)
+NUM_CLASSES = len(CLASS_CODES)
+_INDEX = {code: i for i, code in enumerate(CLASS_CODES)}
+
+# 'D' + a two-character, space-padded class number + subclass: 'D14486' is D14/486, 'D 4138' is D4/138.
+_USPC = re.compile(r'^\s*D(\d\d| \d)')
+
+
+def class_index(uspc: str) -> int:
+  """Index of the primary (first-listed) USPC design class of an IMPACT ``class`` field.
+
+  Raises ValueError for strings that are not design classes or name a class that does not exist.
+  """
+  primary = uspc.split(',')[0]
+  m = _USPC.match(primary)
+  if not m:
+    raise ValueError(f'{uspc!r} is not a USPC design class string (expected e.g. "D14486" or "D 2728")')
+  code = f'D{int(m.group(1))}'
+  if code not in _INDEX:
+    raise ValueError(f'{uspc!r} names design class {code}, which is not one of the 33 USPC design classes')
+  return _INDEX[code]

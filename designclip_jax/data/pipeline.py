@@ -1,0 +1,176 @@
+"""Grain input pipelines over an ingested data set.
+
+Training is epoch-free: global example k is drawn from its own seeded RNG (record chosen with
+probability ∝ f_c^-β, then a view pair and augmentation), so the stream is deterministic, random
+access and the same whatever the number of processes or workers. Each process materialises only
+its slice of every global batch; the iterator state (a position) makes resume exact.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+
+import numpy as np
+from PIL import Image
+
+from designclip_jax.data import images as image_ops
+from designclip_jax.data.ingest import CLASSES_FILE, TOKENIZER_DIR
+from designclip_jax.data.impact import VIEWS
+from designclip_jax.data.tfds_builder import DATASET_NAME
+
+PAIR_STRATEGIES = ('cover', 'random', 'front')
+_ANCHOR_VIEWS = (VIEWS.index('front'), VIEWS.index('perspective'))
+
+
+def dataset_dir(data_dir: str) -> str:
+  """The versioned TFDS directory inside an ingested data directory."""
+  root = os.path.join(data_dir, DATASET_NAME)
+  versions = sorted(os.listdir(root)) if os.path.isdir(root) else []
+  if not versions:
+    raise FileNotFoundError(f'{data_dir!r} holds no ingested data set (expected {root}/<version>/); '
+                            'run python -m designclip_jax.data.ingest first')
+  return os.path.join(root, versions[-1])
+
+
+def open_split(data_dir: str, split: str):
+  import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel
+  builder = tfds.builder_from_directory(dataset_dir(data_dir))
+  if split not in builder.info.splits:
+    raise ValueError(f'split {split!r} not in {data_dir}; it has {sorted(builder.info.splits)}')
+  return builder.as_data_source(split)
+
+
+def class_table(data_dir: str) -> dict:
+  with open(os.path.join(data_dir, CLASSES_FILE)) as f:
+    return json.load(f)
+
+
+def tokenizer_dir(data_dir: str) -> str:
+  return os.path.join(data_dir, TOKENIZER_DIR)
+
+
+def class_weights(train_counts, beta: float) -> np.ndarray:
+  """1 / f_c^β per class (f_c = class share of the train split); classes absent from train get 0."""
+  counts = np.asarray(train_counts, np.float64)
+  freq = counts / counts.sum()
+  with np.errstate(divide='ignore'):
+    return np.where(counts > 0, freq ** -beta, 0.0)
+
+
+def record_labels(source) -> np.ndarray:
+  """Class label of every record (reads each record once; cached by the caller)."""
+  return np.array([int(source[i]['label']) for i in range(len(source))], np.int64)
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainOptions:
+  image_size: int
+  global_batch: int
+  seed: int = 0
+  beta_sample: float = 1.2
+  beta_loss: float = 1.2
+  pair_strategy: str = 'cover'
+  augment: bool = True
+  process_index: int = 0
+  process_count: int = 1
+  worker_count: int = 0
+
+  def __post_init__(self):
+    if self.pair_strategy not in PAIR_STRATEGIES:
+      raise ValueError(f'pair_strategy {self.pair_strategy!r} is not one of {PAIR_STRATEGIES}')
+    if self.global_batch % self.process_count:
+      raise ValueError(f'global batch {self.global_batch} does not split over {self.process_count} processes')
+
+
+def _augment(gray: np.ndarray, size: int, rng: np.random.Generator) -> np.ndarray:
+  """Random resized crop (scale 0.8–1, aspect kept) and a small translation; white fill."""
+  h, w = gray.shape
+  scale = rng.uniform(0.8, 1.0)
+  ch, cw = int(h * scale), int(w * scale)
+  y, x = int(rng.integers(0, h - ch + 1)), int(rng.integers(0, w - cw + 1))
+  crop = Image.fromarray(gray[y:y + ch, x:x + cw]).resize((size, size), Image.Resampling.BOX)
+  return np.asarray(crop)
+
+
+class TrainTransform:
+  """Global example index -> one training example (picklable, so it can run in Grain workers)."""
+
+  def __init__(self, data_dir: str, opts: TrainOptions, tokenizer):
+    self.data_dir, self.opts, self.tokenizer = data_dir, opts, tokenizer
+    self.source = open_split(data_dir, 'train')
+    labels = record_labels(self.source)
+    counts = np.bincount(labels, minlength=len(class_table(data_dir)['codes']))
+    self.loss_weights = class_weights(counts, opts.beta_loss).astype(np.float32)
+    p = class_weights(counts, opts.beta_sample)[labels]
+    self.cdf = np.cumsum(p / p.sum())
+    self.local_batch = opts.global_batch // opts.process_count
+
+  def global_index(self, local_index: int) -> int:
+    step, j = divmod(local_index, self.local_batch)
+    return step * self.opts.global_batch + self.opts.process_index * self.local_batch + j
+
+  def __call__(self, local_index: int) -> dict:
+    k = self.global_index(int(local_index))
+    rng = np.random.default_rng([self.opts.seed, k])
+    record_index = min(int(np.searchsorted(self.cdf, rng.random(), side='right')), len(self.cdf) - 1)
+    record = self.source[record_index]
+    first, second = self._pair(np.asarray(record['views']), rng)
+    size = self.opts.image_size
+
+    def pixels(i):
+      gray = image_ops.decode_png(record['images'][i])
+      gray = _augment(gray, size, rng) if self.opts.augment else gray
+      return image_ops.to_model_input(gray, size)
+
+    caption = record['caption']
+    caption = caption.decode() if isinstance(caption, bytes) else caption
+    label = int(record['label'])
+    return {
+        'image': pixels(first), 'view': pixels(second),
+        'tokens': self.tokenizer([caption])[0],
+        'label': np.int32(label), 'weight': self.loss_weights[label],
+        'patent': np.int32(record_index), 'view_ids': np.array([record['views'][first], record['views'][second]],
+                                                                np.int32),
+    }
+
+  def _pair(self, views: np.ndarray, rng: np.random.Generator) -> tuple[int, int]:
+    """Indices of (caption image, second view): two different images whenever the patent has two."""
+    n = len(views)
+    if n == 1:
+      return 0, 0  # augmentation still makes the two crops differ
+    strategy = self.opts.pair_strategy
+    if strategy == 'random':
+      a, b = rng.choice(n, 2, replace=False)
+      return int(a), int(b)
+    if strategy == 'front':
+      anchors = [i for i in range(1, n) if views[i] in _ANCHOR_VIEWS]
+      first = anchors[0] if anchors else 0
+    else:
+      first = 0  # the front-page drawing, from which IMPACT's captions were generated
+    others = [i for i in range(n) if i != first]
+    return first, int(others[int(rng.integers(len(others)))])
+
+
+def train_dataset(data_dir: str, opts: TrainOptions, tokenizer, *, start_step: int = 0, num_steps: int = 2 ** 40):
+  """An IterDataset of host-local batches (dicts of numpy arrays with leading dim global_batch / processes)."""
+  import grain  # pylint: disable=import-outside-toplevel
+  transform = TrainTransform(data_dir, opts, tokenizer)
+  local = transform.local_batch
+  ds = grain.MapDataset.range(start_step * local, num_steps * local).map(transform).batch(local, drop_remainder=True)
+  it_ds = ds.to_iter_dataset(grain.ReadOptions(num_threads=0 if opts.worker_count else 2, prefetch_buffer_size=2))
+  if opts.worker_count:
+    it_ds = it_ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=opts.worker_count))
+  return it_ds
+
+
+def eval_records(data_dir: str, split: str):
+  """Every record of ``split`` as a dict of python values (images stay PNG bytes)."""
+  source = open_split(data_dir, split)
+  for i in range(len(source)):
+    r = source[i]
+    decode = lambda s: s.decode() if isinstance(s, bytes) else s
+    yield {'index': i, 'patent_id': decode(r['patent_id']), 'title': decode(r['title']),
+           'caption': decode(r['caption']), 'label': int(r['label']), 'images': list(r['images']),
+           'views': [int(v) for v in r['views']]}

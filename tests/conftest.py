@@ -23,3 +23,14 @@ def impact_sample():
   if not (IMPACT_SAMPLE / 'sample_data.csv').is_file():
     pytest.skip(f'real IMPACT sample not found at {IMPACT_SAMPLE} (only present beside the CI checkout)')
   return IMPACT_SAMPLE
+
+
+@pytest.fixture(scope='session')
+def synthetic_data(tmp_path_factory):
+  """A small synthetic set, generated and ingested once per test session: (csv, raw dir, data dir)."""
+  from designclip_jax.data import ingest, synthetic
+  root = tmp_path_factory.mktemp('synthetic')
+  csv_path = synthetic.generate(str(root / 'raw'), 132, seed=3, workers=2, progress=False)
+  ingest.ingest(csv_path, str(root / 'raw'), str(root / 'data'), image_size=64, workers=2,
+                tokenizer_vocab=512, context_length=32, progress=False)
+  return csv_path, str(root / 'raw'), str(root / 'data')

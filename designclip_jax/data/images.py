@@ -87,9 +87,20 @@ def decode_png(data: bytes) -> np.ndarray:
   return np.asarray(Image.open(io.BytesIO(data)).convert('L'))
 
 
-def to_model_input(gray: np.ndarray, size: int) -> np.ndarray:
-  """uint8 (h, w) drawing -> float32 (size, size, 3) CLIP-normalised pixels."""
+# 'clip': OpenAI CLIP's statistics (required by pretrained weights). 'sketch': paper white -> 0 and
+# ink -> -2, for towers trained from scratch: under 'clip' normalisation the white background is a
+# large constant that makes every drawing embed alike at initialisation and stalls contrastive
+# learning (the synthetic_tiny loss sat at ln(batch) for 100+ steps; with 'sketch' it falls at once).
+PIXEL_NORMALIZATIONS = ('clip', 'sketch')
+
+
+def to_model_input(gray: np.ndarray, size: int, normalization: str = 'clip') -> np.ndarray:
+  """uint8 (h, w) drawing -> float32 (size, size, 3) normalised pixels."""
   if gray.shape != (size, size):
     gray = np.asarray(Image.fromarray(gray).resize((size, size), Image.Resampling.BOX))
   x = gray.astype(np.float32)[..., None] / 255.0
-  return (x - CLIP_MEAN) / CLIP_STD
+  if normalization == 'clip':
+    return (x - CLIP_MEAN) / CLIP_STD
+  if normalization == 'sketch':
+    return np.repeat((x - 1.0) / 0.5, 3, axis=-1)
+  raise ValueError(f'pixel normalization {normalization!r} is not one of {PIXEL_NORMALIZATIONS}')

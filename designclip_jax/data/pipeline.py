@@ -59,6 +59,18 @@ def class_weights(train_counts, beta: float) -> np.ndarray:
     return np.where(counts > 0, freq ** -beta, 0.0)
 
 
+def sampling_cdf(labels: np.ndarray, num_classes: int, beta: float) -> np.ndarray:
+  """Cumulative draw probabilities over records: P(record i) ∝ f_{c(i)}^-β, so class c's share of
+  draws is ∝ n_c^(1-β) (β=0 natural, β=1 balanced, β>1 tail-favoured)."""
+  counts = np.bincount(labels, minlength=num_classes)
+  p = class_weights(counts, beta)[labels]
+  return np.cumsum(p / p.sum())
+
+
+def draw_record(cdf: np.ndarray, rng: np.random.Generator) -> int:
+  return min(int(np.searchsorted(cdf, rng.random(), side='right')), len(cdf) - 1)
+
+
 def record_labels(source) -> np.ndarray:
   """Class label of every record (reads each record once; cached by the caller)."""
   return np.array([int(source[i]['label']) for i in range(len(source))], np.int64)
@@ -76,6 +88,7 @@ class TrainOptions:
   process_index: int = 0
   process_count: int = 1
   worker_count: int = 0
+  pixel_normalization: str = 'clip'
 
   def __post_init__(self):
     if self.pair_strategy not in PAIR_STRATEGIES:
@@ -101,10 +114,9 @@ class TrainTransform:
     self.data_dir, self.opts, self.tokenizer = data_dir, opts, tokenizer
     self.source = open_split(data_dir, 'train')
     labels = record_labels(self.source)
-    counts = np.bincount(labels, minlength=len(class_table(data_dir)['codes']))
-    self.loss_weights = class_weights(counts, opts.beta_loss).astype(np.float32)
-    p = class_weights(counts, opts.beta_sample)[labels]
-    self.cdf = np.cumsum(p / p.sum())
+    num_classes = len(class_table(data_dir)['codes'])
+    self.loss_weights = class_weights(np.bincount(labels, minlength=num_classes), opts.beta_loss).astype(np.float32)
+    self.cdf = sampling_cdf(labels, num_classes, opts.beta_sample)
     self.local_batch = opts.global_batch // opts.process_count
 
   def global_index(self, local_index: int) -> int:
@@ -114,7 +126,7 @@ class TrainTransform:
   def __call__(self, local_index: int) -> dict:
     k = self.global_index(int(local_index))
     rng = np.random.default_rng([self.opts.seed, k])
-    record_index = min(int(np.searchsorted(self.cdf, rng.random(), side='right')), len(self.cdf) - 1)
+    record_index = draw_record(self.cdf, rng)
     record = self.source[record_index]
     first, second = self._pair(np.asarray(record['views']), rng)
     size = self.opts.image_size
@@ -122,7 +134,7 @@ class TrainTransform:
     def pixels(i):
       gray = image_ops.decode_png(record['images'][i])
       gray = _augment(gray, size, rng) if self.opts.augment else gray
-      return image_ops.to_model_input(gray, size)
+      return image_ops.to_model_input(gray, size, self.opts.pixel_normalization)
 
     caption = record['caption']
     caption = caption.decode() if isinstance(caption, bytes) else caption

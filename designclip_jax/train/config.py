@@ -1,0 +1,68 @@
+"""The config schema with the paper's defaults; files in configs/ start from ``base_config()``."""
+
+import ml_collections
+
+
+def base_config() -> ml_collections.ConfigDict:
+  c = ml_collections.ConfigDict()
+
+  c.model = ml_collections.ConfigDict()
+  c.model.preset = 'ViT-B/16'      # models.config.PRESETS; ignored when init is set
+  c.model.init = ''                # HF CLIP directory to start from ('' = random init, data's tokenizer)
+  c.model.overrides = ml_collections.ConfigDict()  # preset fields, e.g. vision_layers=2
+  c.model.dtype = 'float32'        # compute dtype ('bfloat16' on TPU/GPU); parameters stay float32
+  c.model.remat = False
+  c.model.pixel_normalization = 'clip'  # 'sketch' (white -> 0) for towers trained from scratch
+  c.model.head = 'fusion'          # 'fusion' (attention over image ⊕ text tokens) or 'linear'
+  c.model.fusion_width = 256
+  c.model.fusion_layers = 1
+  c.model.fusion_heads = 4
+
+  c.data = ml_collections.ConfigDict()
+  c.data.dir = ''                  # ingested data set; '' = the embedded synthetic set (built on first use)
+  c.data.synthetic_patents = 1500
+  c.data.synthetic_seed = 0
+  c.data.stored_image_size = 128   # synthetic set: stored drawing size
+  c.data.tokenizer_vocab = 2048    # synthetic set: BPE trained on its captions
+  c.data.context_length = 77
+  c.data.pair_strategy = 'cover'   # multi-view pairs: 'cover' | 'random' | 'front'
+  c.data.augment = True
+  c.data.worker_count = 0          # Grain worker processes (0 was fastest on 2 cores)
+
+  c.loss = ml_collections.ConfigDict()
+  c.loss.lambdas = (1.0, 0.1, 0.2)  # (CACLS, CACL, MVCL), the paper's values
+  c.loss.beta_sample = 1.2          # class-aware sampling: P(record) ∝ f_c^-β
+  c.loss.beta_loss = 1.2            # loss weights 1/f_c^β (mean 1 over the global batch)
+
+  c.train = ml_collections.ConfigDict()
+  c.train.steps = 10000
+  c.train.global_batch = 128
+  c.train.learning_rate = 1e-5
+  c.train.warmup_steps = 500
+  c.train.final_lr_fraction = 0.0
+  c.train.weight_decay = 0.2
+  c.train.grad_clip = 1.0
+  c.train.freeze_vision = False
+  c.train.freeze_text = False
+  c.train.seed = 0
+  c.train.log_every = 50
+  c.train.checkpoint_every = 1000
+  c.train.keep_checkpoints = 3
+
+  c.mesh = ml_collections.ConfigDict()
+  c.mesh.data = -1                 # -1: all devices not used by fsdp
+  c.mesh.fsdp = 1
+
+  c.eval = ml_collections.ConfigDict()
+  c.eval.split = 'test'
+  c.eval.tasks = ('zero_shot', 'image_retrieval', 'multimodal_retrieval', 'linear_probe')
+  c.eval.batch_size = 128
+  c.eval.template = 'a sketch of {}'
+
+  c.distributed = ml_collections.ConfigDict()
+  c.distributed.enabled = False    # or DESIGNCLIP_DISTRIBUTED=1; auto-detects TPU pods / SLURM
+  c.distributed.coordinator_address = ''
+  c.distributed.num_processes = 0
+  c.distributed.process_id = -1
+  c.distributed.local_device_ids = ()
+  return c

@@ -1,0 +1,101 @@
+"""The eval CLI: JSON equals the metric functions; embeddings and checkpoint inputs agree; clear errors."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+from designclip_jax import save_pretrained
+from designclip_jax.data import pipeline
+from designclip_jax.eval import metrics, runner
+from designclip_jax.eval.__main__ import load_model, main
+from designclip_jax.train import loop
+from tests.train_helpers import micro_config
+
+
+def _cli(argv):
+  main(argv)
+
+
+def test_embeddings_input_json_equals_the_functions(tmp_path):
+  rng = np.random.default_rng(0)
+  q, g = rng.normal(size=(30, 8)), rng.normal(size=(120, 8))
+  ql = np.array([f'P{i % 20}' for i in range(30)])
+  gl = np.array([f'P{i % 25}' for i in range(120)])
+  img, txt = rng.normal(size=(40, 8)), rng.normal(size=(40, 8))
+  cls, labels = rng.normal(size=(5, 8)), rng.integers(0, 5, 40)
+  path = tmp_path / 'emb.npz'
+  np.savez(path, query=q, query_labels=ql, gallery=g, gallery_labels=gl, image=img, text=txt,
+           class_embeddings=cls, labels=labels, class_counts=np.array([50, 20, 9, 4, 1]))
+  _cli(['--embeddings', str(path), '--task', 'all', '--output', str(tmp_path / 'out.json')])
+  got = json.loads((tmp_path / 'out.json').read_text())
+  expected = metrics.image_retrieval(q, ql, g, gl)
+  expected.pop('per_query_ap')
+  expected.update(metrics.multimodal_retrieval(img, txt))
+  zs = metrics.zero_shot(img, labels, cls, [50, 20, 9, 4, 1])
+  zs.pop('per_class_acc'), zs.pop('per_class_n')
+  expected.update(zs)
+  assert set(expected) <= set(got)
+  for k, v in expected.items():
+    assert got[k] == pytest.approx(v), k
+  assert got['queries_without_relevant'] == 0 and got['num_queries'] == 30
+
+
+def test_bad_embeddings_exit_with_a_clear_message(tmp_path, capsys):
+  path = tmp_path / 'bad.npz'
+  np.savez(path, query=np.ones((3, 4)), query_labels=np.arange(3), gallery=np.ones((5, 3)),
+           gallery_labels=np.arange(5))
+  with pytest.raises(SystemExit) as e:
+    _cli(['--embeddings', str(path), '--task', 'image_retrieval'])
+  assert e.value.code == 2
+  assert 'gallery has dimension 3, expected 4' in capsys.readouterr().err
+  with pytest.raises(SystemExit):
+    _cli(['--embeddings', str(path), '--task', 'multimodal_retrieval'])
+  assert "lacks ['image', 'text']" in capsys.readouterr().err
+
+
+def test_checkpoint_hf_export_and_embeddings_inputs_agree(synthetic_data, tmp_path):
+  _, _, data_dir = synthetic_data
+  config = micro_config(data_dir, steps=4)
+  config.model.pixel_normalization = 'clip'  # what an HF directory implies
+  loop.train_and_evaluate(config, str(tmp_path / 'run'))
+  clip, tokenizer, norm = load_model(str(tmp_path / 'run'))
+  save_pretrained(clip, str(tmp_path / 'hf'), tokenizer=tokenizer)
+
+  out = tmp_path / 'cmp' / 'scores.json'
+  _cli(['--compare', str(tmp_path / 'run'), str(tmp_path / 'hf'), '--data', data_dir, '--task', 'zero_shot',
+        'image_retrieval', 'multimodal_retrieval', '--output', str(out), '--plots'])
+  both = json.loads(out.read_text())
+  assert set(both) == {'run', 'hf'}
+  for k, v in both['run'].items():
+    assert both['hf'][k] == pytest.approx(v, abs=1e-6), k
+  assert (tmp_path / 'cmp' / 'long_tail.png').stat().st_size > 1000
+  assert (tmp_path / 'cmp' / 'retrieval_run.png').stat().st_size > 1000
+
+  records = list(pipeline.eval_records(data_dir, 'test'))
+  query, qids, gallery, gids, _, _ = runner.retrieval_split(records)
+  from designclip_jax.eval.embed import embed_images, embed_texts
+  covers = embed_images(clip, [r['images'][0] for r in records], progress=False, normalization=norm)
+  texts = embed_texts(clip, tokenizer, [r['caption'] for r in records], progress=False)
+  classes = runner.class_prompt_embeddings(clip, tokenizer, pipeline.class_table(data_dir)['names'],
+                                           (runner.DEFAULT_TEMPLATE,))
+  npz = tmp_path / 'emb.npz'
+  np.savez(npz, query=embed_images(clip, query, progress=False, normalization=norm), query_labels=qids,
+           gallery=embed_images(clip, gallery, progress=False, normalization=norm), gallery_labels=gids,
+           image=covers, text=texts, class_embeddings=classes, labels=np.array([r['label'] for r in records]),
+           class_counts=np.array(pipeline.class_table(data_dir)['train_counts']))
+  _cli(['--embeddings', str(npz), '--output', str(tmp_path / 'emb.json')])
+  from_embeddings = json.loads((tmp_path / 'emb.json').read_text())
+  for k, v in from_embeddings.items():
+    assert both['run'][k] == pytest.approx(v, abs=1e-6), k
+
+
+def test_missing_data_and_checkpoint_errors(tmp_path, capsys):
+  with pytest.raises(SystemExit):
+    _cli(['--checkpoint', str(tmp_path), '--data', str(tmp_path)])
+  assert 'no ingested data set' in capsys.readouterr().err
+  os.makedirs(tmp_path / 'designclip_patents' / '1.0.0')
+  with pytest.raises(SystemExit):
+    _cli(['--checkpoint', str(tmp_path / 'nothing'), '--data', str(tmp_path)])
+  assert 'neither a training workdir' in capsys.readouterr().err

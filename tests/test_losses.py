@@ -1,0 +1,118 @@
+"""Each loss against a float64 NumPy re-implementation written independently here."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from designclip_jax import losses
+
+
+def np_infonce(a, b, ids, w, logit_scale):
+  """Symmetric InfoNCE in float64 with explicit loops: duplicates of a row's patent leave its softmax."""
+  a = a / np.linalg.norm(a, axis=1, keepdims=True)
+  b = b / np.linalg.norm(b, axis=1, keepdims=True)
+  s = np.exp(min(logit_scale, np.log(100.0)))
+  n = len(a)
+  total = 0.0
+  for x, y in ((a, b), (b, a)):
+    for i in range(n):
+      keep = [j for j in range(n) if j == i or ids[j] != ids[i]]
+      logits = np.array([s * x[i] @ y[j] for j in keep])
+      m = logits.max()
+      lse = m + np.log(np.exp(logits - m).sum())
+      total += 0.5 * w[i] * (lse - s * x[i] @ y[i])
+  return total / n
+
+
+def np_weighted_ce(logits, labels, w):
+  out = 0.0
+  for i in range(len(labels)):
+    z = logits[i] - logits[i].max()
+    out += w[i] * (np.log(np.exp(z).sum()) - z[labels[i]])
+  return out / len(labels)
+
+
+@pytest.fixture
+def batch():
+  rng = np.random.default_rng(0)
+  n, d = 12, 7
+  ids = np.array([0, 1, 2, 3, 3, 4, 5, 6, 1, 7, 8, 3])  # patents 1 and 3 repeat
+  w = rng.uniform(0.2, 3.0, n)
+  return rng.normal(size=(n, d)), rng.normal(size=(n, d)), ids, w / w.mean()
+
+
+@pytest.mark.parametrize('logit_scale', [np.log(1 / 0.07), 5.5])  # 5.5 > ln 100: clamped
+def test_weighted_infonce_matches_numpy(batch, logit_scale):
+  a, b, ids, w = batch
+  got = losses.weighted_infonce(jnp.asarray(a, jnp.float32), jnp.asarray(b, jnp.float32), jnp.asarray(ids),
+                                jnp.asarray(w, jnp.float32), jnp.float32(logit_scale))
+  assert float(got) == pytest.approx(np_infonce(a, b, ids, w, logit_scale), rel=1e-5)
+
+
+def test_duplicates_are_not_negatives(batch):
+  a, b, ids, w = batch
+  unique = np.arange(len(ids))
+  masked = np_infonce(a, b, ids, w, 2.0)
+  unmasked = np_infonce(a, b, unique, w, 2.0)
+  got = float(losses.weighted_infonce(jnp.asarray(a), jnp.asarray(b), jnp.asarray(ids), jnp.asarray(w), 2.0))
+  assert masked < unmasked  # removing negatives can only lower the loss
+  assert got == pytest.approx(masked, rel=1e-5)
+
+
+def test_local_rows_against_gathered_columns_sum_to_the_full_loss(batch):
+  a, b, ids, w = batch
+  a, b, ids, w = (jnp.asarray(x) for x in (a, b, ids, w))
+  full = losses.weighted_infonce(a, b, ids, w, 2.0) * len(ids)
+  parts = sum(losses.contrastive_sum(a[i:i + 4], b[i:i + 4], a, b, ids[i:i + 4], ids, i, w[i:i + 4], 2.0)
+              for i in range(0, 12, 4))
+  assert float(parts) == pytest.approx(float(full), rel=1e-6)
+
+
+def test_beta_zero_cacl_only_is_the_standard_clip_loss():
+  """β=0 → all weights 1; with unique patents the loss is transformers' clip_loss on the logits."""
+  torch = pytest.importorskip('torch')
+  from transformers.models.clip.modeling_clip import image_text_contrastive_loss as clip_loss
+  rng = np.random.default_rng(1)
+  img, txt = rng.normal(size=(9, 5)).astype(np.float32), rng.normal(size=(9, 5)).astype(np.float32)
+  scale = np.float32(2.3)
+  weights = np.ones(9, np.float32) ** 0.0
+  terms = {'cacl': losses.weighted_infonce(img, txt, jnp.arange(9), weights, scale)}
+  ours = float(losses.total_loss(terms, (0.0, 1.0, 0.0)))
+  n_img = img / np.linalg.norm(img, axis=1, keepdims=True)
+  n_txt = txt / np.linalg.norm(txt, axis=1, keepdims=True)
+  logits_per_text = torch.from_numpy(np.exp(scale) * n_txt @ n_img.T)
+  assert ours == pytest.approx(float(clip_loss(logits_per_text)), rel=1e-5)
+
+
+def test_weighted_cross_entropy_matches_numpy():
+  rng = np.random.default_rng(2)
+  logits, labels = rng.normal(size=(10, 6)) * 3, rng.integers(0, 6, 10)
+  w = rng.uniform(0.5, 2, 10)
+  got = losses.weighted_cross_entropy(jnp.asarray(logits), jnp.asarray(labels), jnp.asarray(w))
+  assert float(got) == pytest.approx(np_weighted_ce(logits, labels, w), rel=1e-5)
+
+
+def test_total_loss_combines_terms_with_lambdas():
+  terms = {'cacls': 2.0, 'cacl': 3.0, 'mvcl': 5.0}
+  assert losses.total_loss(terms, (1.0, 0.1, 0.2)) == pytest.approx(2.0 + 0.3 + 1.0)
+  assert losses.total_loss({'cacl': 3.0}, (0.0, 1.0, 0.0)) == pytest.approx(3.0)
+
+
+def test_class_weights_normalised_over_the_global_batch():
+  from designclip_jax.data.pipeline import class_weights
+  from designclip_jax.train.step import loss_terms
+  counts = np.array([100, 10, 1, 0])
+  w = class_weights(counts, 1.2)
+  f = counts[:3] / counts.sum()
+  np.testing.assert_allclose(w[:3], f ** -1.2)
+  assert w[3] == 0
+  np.testing.assert_allclose(class_weights(counts, 0.0)[:3], 1.0)
+  # the step normalises the raw weights to mean 1 before the losses see them
+  rng = np.random.default_rng(3)
+  labels = np.array([0, 0, 1, 2, 0, 1])
+  logits = rng.normal(size=(6, 4))
+  raw = w[labels]
+  batch = {'weight': jnp.asarray(raw, jnp.float32), 'label': jnp.asarray(labels)}
+  got = loss_terms({'class_logits': jnp.asarray(logits, jnp.float32)}, batch, 0.0, (1.0, 0.0, 0.0), None)
+  assert float(got['cacls']) == pytest.approx(np_weighted_ce(logits, labels, raw / raw.mean()), rel=1e-5)

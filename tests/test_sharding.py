@@ -1,0 +1,86 @@
+"""On 8 host devices: loss, gradients and updated parameters of a sharded step equal one device's."""
+
+import jax
+import numpy as np
+import pytest
+from flax import nnx
+
+from designclip_jax import sharding
+from designclip_jax.models import preset
+from designclip_jax.train import step as train_step
+from designclip_jax.train.config import base_config
+from designclip_jax.train.model_spec import ModelSpec
+
+MESHES = [(1, 1), (8, 1), (1, 8), (2, 4)]
+
+
+def _spec():
+  clip = preset('tiny', vision_image_size=32, vision_layers=1, text_layers=1, text_vocab_size=64,
+                text_context_length=8, vision_width=64, text_width=64, vision_mlp_dim=128, text_mlp_dim=128,
+                embed_dim=32)
+  return ModelSpec(clip=clip, num_classes=33, tokenizer_dir='', fusion_width=32)
+
+
+def _batch(n=16):
+  rng = np.random.default_rng(0)
+  tokens = rng.integers(2, 60, (n, 8)).astype(np.int32)
+  tokens[:, 6] = 1
+  patent = np.arange(n, dtype=np.int32)
+  patent[3] = patent[9]  # a duplicate patent across device shards
+  return dict(image=rng.normal(size=(n, 32, 32, 3)).astype(np.float32),
+              view=rng.normal(size=(n, 32, 32, 3)).astype(np.float32), tokens=tokens,
+              label=rng.integers(0, 33, n).astype(np.int32), weight=rng.uniform(0.3, 3, n).astype(np.float32),
+              patent=patent)
+
+
+def _run(mesh_shape, lambdas):
+  if jax.device_count() < 8:
+    pytest.skip('needs 8 devices: XLA_FLAGS=--xla_force_host_platform_device_count=8 (set by conftest)')
+  mesh = sharding.make_mesh(*mesh_shape, devices=jax.devices()[:mesh_shape[0] * mesh_shape[1]])
+  cfg = base_config().train
+  cfg.learning_rate, cfg.warmup_steps, cfg.steps = 1e-3, 0, 10
+  tx = train_step.make_optimizer(cfg)
+  spec = _spec()
+  abstract_model, abstract_opt, model_state, opt_state = train_step.init_state(spec.build, tx, mesh)
+  graphdef = nnx.graphdef(abstract_model)
+  batch = sharding.global_batch(_batch(), mesh)
+
+  @jax.jit
+  def grads_of(model_state, batch):
+    model = nnx.merge(graphdef, model_state)
+    (loss, terms), grads = nnx.value_and_grad(train_step.forward_loss, has_aux=True)(model, batch, lambdas, mesh)
+    return loss, terms, grads
+
+  loss, terms, grads = jax.device_get(grads_of(model_state, batch))
+  compiled = train_step.compile_step(abstract_model, abstract_opt, mesh, lambdas)
+  model_state, opt_state, _ = compiled(model_state, opt_state, batch)
+  sharded_leaves = [x for x in jax.tree.leaves(model_state) if not x.sharding.is_fully_replicated]
+  return float(loss), terms, nnx.to_pure_dict(grads), jax.device_get(nnx.to_pure_dict(model_state)), sharded_leaves
+
+
+def _max_rel(a, b):
+  """Largest per-leaf error relative to the leaf's scale, floored at 1e-2 of the largest leaf (some
+  gradients, e.g. of attention key biases, are exactly zero in theory and only rounding noise)."""
+  floor = 1e-2 * max(float(np.max(np.abs(y))) for y in jax.tree.leaves(b))
+  return max(jax.tree.leaves(jax.tree.map(
+      lambda x, y: float(np.max(np.abs(x - y)) / max(float(np.max(np.abs(y))), floor)), a, b)))
+
+
+def _max_abs(a, b):
+  return max(jax.tree.leaves(jax.tree.map(lambda x, y: float(np.max(np.abs(x - y))), a, b)))
+
+
+def test_sharded_step_equals_single_device():
+  lambdas = (1.0, 0.1, 0.2)  # every term on: fusion head, both contrastive losses
+  ref_loss, ref_terms, ref_grads, ref_params, _ = _run((1, 1), lambdas)
+  for shape in MESHES[1:]:
+    loss, terms, grads, params, sharded = _run(shape, lambdas)
+    assert loss == pytest.approx(ref_loss, rel=1e-5), shape
+    for k in ref_terms:
+      assert float(terms[k]) == pytest.approx(float(ref_terms[k]), rel=1e-5), (shape, k)
+    assert _max_rel(grads, ref_grads) <= 1e-5, shape
+    # parameters are O(0.1-1): compare absolutely (Adam turns zero-in-theory gradients into ±lr steps of
+    # the same sign on every mesh, so relative errors of near-zero leaves say nothing)
+    assert _max_abs(params, ref_params) <= 1e-5, shape
+    if shape[1] > 1:
+      assert sharded, f'fsdp={shape[1]} left every parameter replicated'

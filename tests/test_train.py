@@ -1,0 +1,148 @@
+"""End-to-end training on the synthetic set: learning, NaN stop, exact resume, multi-process parity."""
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+from flax import nnx
+
+from designclip_jax import sharding
+from designclip_jax.train import checkpointing, loop
+from designclip_jax.train.model_spec import ModelSpec
+from tests.train_helpers import micro_config
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _final_params(workdir, step=None):
+  spec = ModelSpec.load(workdir)
+  mngr = checkpointing.manager(workdir, keep=None)
+  graphdef, abstract = nnx.split(nnx.eval_shape(spec.build))
+  mesh = sharding.make_mesh(1, 1, devices=jax.devices()[:1])
+  state, _, meta = checkpointing.restore(mngr, step or mngr.latest_step(), abstract,
+                                         sharding.state_shardings(abstract, mesh))
+  mngr.close()
+  return jax.device_get(nnx.to_pure_dict(state)), meta
+
+
+class BatchRecorder:
+  """Wraps sharding.global_batch to record what each step saw, optionally altering one step."""
+
+  def __init__(self, monkeypatch, on_call=None):
+    self.seen, self.on_call = [], on_call
+    original = sharding.global_batch
+
+    def wrapped(local, mesh):
+      index = len(self.seen)
+      self.seen.append(local['patent'].copy())
+      if self.on_call:
+        local = self.on_call(index, local)
+      return original(local, mesh)
+
+    monkeypatch.setattr(loop.sharding, 'global_batch', wrapped)
+
+
+def _losses(workdir):
+  import json
+  with open(os.path.join(workdir, 'metrics.jsonl')) as f:
+    return [json.loads(line)['loss'] for line in f]
+
+
+def test_short_run_learns_and_evaluates(synthetic_data, tmp_path):
+  _, _, data_dir = synthetic_data
+  config = micro_config(data_dir, steps=40, checkpoint_every=40, log_every=5)
+  config.loss.lambdas = (1.0, 1.0, 1.0)
+  config.eval.tasks = ('zero_shot', 'image_retrieval')
+  result = loop.train_and_evaluate(config, str(tmp_path))
+  losses = _losses(str(tmp_path))
+  assert len(losses) == 8
+  assert np.mean(losses[-2:]) < 0.8 * losses[0], losses
+  for key in ('top1', 'balanced_acc', 'head_acc', 'mAP', 'rank@10'):
+    assert 0.0 <= result[key] <= 1.0
+  assert os.path.isfile(tmp_path / 'eval_test.json')
+  assert os.listdir(tmp_path / 'tensorboard')
+
+
+def test_nan_stops_the_run_naming_the_step(synthetic_data, tmp_path, monkeypatch):
+  _, _, data_dir = synthetic_data
+
+  def poison(index, local):
+    if index == 5:
+      local = dict(local, image=np.full_like(local['image'], np.nan))
+    return local
+
+  BatchRecorder(monkeypatch, poison)
+  with pytest.raises(loop.NonFiniteLossError, match='non-finite loss at step 5'):
+    loop.train_and_evaluate(micro_config(data_dir), str(tmp_path))
+  mngr = checkpointing.manager(str(tmp_path), keep=None)
+  assert mngr.all_steps() == [4]  # the checkpoint before the NaN survives; none after it
+  mngr.close()
+
+
+def test_preempted_and_resumed_run_equals_a_straight_run(synthetic_data, tmp_path, monkeypatch):
+  _, _, data_dir = synthetic_data
+  straight = BatchRecorder(monkeypatch)
+  loop.train_and_evaluate(micro_config(data_dir), str(tmp_path / 'straight'))
+  straight_params, straight_meta = _final_params(str(tmp_path / 'straight'))
+
+  def preempt(index, local):
+    if index == 4:
+      os.kill(os.getpid(), signal.SIGTERM)  # the handler sets a flag; the loop saves and stops
+    return local
+
+  first = BatchRecorder(monkeypatch, preempt)
+  result = loop.train_and_evaluate(micro_config(data_dir), str(tmp_path / 'resumed'))
+  assert result['step'] == 5
+  second = BatchRecorder(monkeypatch)
+  loop.train_and_evaluate(micro_config(data_dir), str(tmp_path / 'resumed'))
+  resumed_params, resumed_meta = _final_params(str(tmp_path / 'resumed'))
+  assert resumed_meta['step'] == straight_meta['step'] == 8
+  seen = first.seen + second.seen
+  assert len(seen) == len(straight.seen) == 8
+  for a, b in zip(seen, straight.seen):
+    np.testing.assert_array_equal(a, b)
+  jax.tree.map(lambda a, b: np.testing.assert_array_equal(a, b), resumed_params, straight_params)
+
+
+def _free_port():
+  with socket.socket() as s:
+    s.bind(('127.0.0.1', 0))
+    return s.getsockname()[1]
+
+
+def test_two_processes_reach_the_parameters_of_one(synthetic_data, tmp_path):
+  _, _, data_dir = synthetic_data
+  config = micro_config(data_dir, steps=3, checkpoint_every=3)
+  config.mesh.data = 4  # one process, 4 of its devices: the same global batch of 16
+  devices = jax.devices()[:4]
+  original = sharding.make_mesh
+  try:
+    loop.sharding.make_mesh = lambda data, fsdp: original(data, fsdp, devices=devices)
+    loop.train_and_evaluate(config, str(tmp_path / 'single'))
+  finally:
+    loop.sharding.make_mesh = original
+  single, _ = _final_params(str(tmp_path / 'single'))
+
+  port = str(_free_port())
+  env = {k: v for k, v in os.environ.items() if k != 'XLA_FLAGS'}
+  procs = [subprocess.Popen([sys.executable, os.path.join(ROOT, 'tests', 'multihost_worker.py'), data_dir,
+                             str(tmp_path / 'multi'), port, str(i)], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True) for i in range(2)]
+  outputs = []
+  for p in procs:
+    try:
+      outputs.append(p.communicate(timeout=240)[0])
+    except subprocess.TimeoutExpired:
+      for q in procs:
+        q.kill()
+      pytest.fail('multi-process run timed out')
+  for p, out in zip(procs, outputs):
+    assert p.returncode == 0, out[-3000:]
+  assert 'done 0 4 3' in outputs[0] and 'done 1 4 3' in outputs[1]
+  multi, _ = _final_params(str(tmp_path / 'multi'))
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-5), multi, single)

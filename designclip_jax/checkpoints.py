@@ -90,7 +90,8 @@ def config_to_hf(cfg: CLIPConfig):
       text_config=dict(vocab_size=t.vocab_size, hidden_size=t.width, intermediate_size=t.mlp_dim,
                        num_hidden_layers=t.layers, num_attention_heads=t.heads,
                        max_position_embeddings=t.context_length, hidden_act=t.act,
-                       layer_norm_eps=cfg.layer_norm_eps, eos_token_id=t.eos_token_id,
+                       layer_norm_eps=cfg.layer_norm_eps, eos_token_id=t.eos_token_id, pad_token_id=t.eos_token_id,
+                       bos_token_id=49406 if t.vocab_size > 49406 else None,  # OpenAI's BOS, if in vocab
                        projection_dim=cfg.embed_dim),
       vision_config=dict(hidden_size=v.width, intermediate_size=v.mlp_dim, num_hidden_layers=v.layers,
                          num_attention_heads=v.heads, num_channels=v.channels, image_size=v.image_size,

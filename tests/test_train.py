@@ -17,6 +17,7 @@ from designclip_jax.train.model_spec import ModelSpec
 from tests.train_helpers import micro_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+_GLOBAL_BATCH = sharding.global_batch  # the real one, before any recorder wraps it
 
 
 def _final_params(workdir, step=None):
@@ -35,7 +36,7 @@ class BatchRecorder:
 
   def __init__(self, monkeypatch, on_call=None):
     self.seen, self.on_call = [], on_call
-    original = sharding.global_batch
+    original = _GLOBAL_BATCH
 
     def wrapped(local, mesh):
       index = len(self.seen)
@@ -55,13 +56,13 @@ def _losses(workdir):
 
 def test_short_run_learns_and_evaluates(synthetic_data, tmp_path):
   _, _, data_dir = synthetic_data
-  config = micro_config(data_dir, steps=40, checkpoint_every=40, log_every=5)
+  config = micro_config(data_dir, steps=60, checkpoint_every=60, log_every=5)
   config.loss.lambdas = (1.0, 1.0, 1.0)
   config.eval.tasks = ('zero_shot', 'image_retrieval')
   result = loop.train_and_evaluate(config, str(tmp_path))
   losses = _losses(str(tmp_path))
-  assert len(losses) == 8
-  assert np.mean(losses[-2:]) < 0.8 * losses[0], losses
+  assert len(losses) == 12
+  assert np.mean(losses[-3:]) < 0.85 * np.mean(losses[:3]), losses
   for key in ('top1', 'balanced_acc', 'head_acc', 'mAP', 'rank@10'):
     assert 0.0 <= result[key] <= 1.0
   assert os.path.isfile(tmp_path / 'eval_test.json')

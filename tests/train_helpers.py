@@ -14,8 +14,8 @@ def micro_config(data_dir, **train):
   c.model.pixel_normalization = 'sketch'
   c.data.dir = data_dir
   c.data.context_length = 32
-  c.train.update(dict(steps=8, global_batch=16, learning_rate=3e-3, warmup_steps=2, log_every=1,
-                      checkpoint_every=4, keep_checkpoints=10, **train))
+  c.train.update({**dict(steps=8, global_batch=16, learning_rate=3e-3, warmup_steps=2, log_every=1,
+                         checkpoint_every=4, keep_checkpoints=10), **train})
   c.eval.tasks = ()
   c.eval.batch_size = 32
   return c

@@ -90,23 +90,24 @@ def _load_images(args):
     try:
       gray = image_ops.preprocess_sheet(image_ops.load_gray(source.read(name)), size)
     except FileNotFoundError:
-      problems.append(f'missing image {name}')
+      problems.append(f'missing image: {name}')
       continue
     except Exception as e:  # pylint: disable=broad-except  (PIL raises many types for corrupt files)
-      problems.append(f'unreadable image {name}: {e.__class__.__name__}')
+      problems.append(f'unreadable image: {name} ({e.__class__.__name__})')
       continue
     encoded.append(image_ops.encode_png(gray))
     views.append(VIEWS.index(view))
   return patent, encoded, views, problems
 
 
-def read_rows(csv_paths: list[str], issues: list[Issue]):
+def read_rows(csv_paths: list[str], issues: list[Issue], counter: collections.Counter):
   """Parse every CSV row; rejected rows are recorded in ``issues`` and not returned."""
   csv.field_size_limit(sys.maxsize)
   seen = {}
   for path in csv_paths:
     with open(path, newline='', encoding='utf-8') as f:
       for i, raw in enumerate(csv.DictReader(f), start=1):
+        counter['rows_read'] += 1
         pid = (raw.get('id') or '').strip()
         try:
           patent = parse_row(raw)
@@ -132,7 +133,8 @@ def ingest(csv_pattern: str, images: str, out: str, *, image_size: int = 256, wo
     raise FileNotFoundError(f'--csv {csv_pattern!r} matches no file')
   source = ImageSource(images)
   issues: list[Issue] = []
-  rows = list(read_rows(csv_paths, issues))
+  counter = collections.Counter()
+  rows = list(read_rows(csv_paths, issues, counter))
   mapping_counts = collections.Counter(p.mapping for _, _, p in rows)
   examples = {s: [] for s in SPLITS}
   view_counts = collections.Counter()
@@ -185,10 +187,7 @@ def ingest(csv_pattern: str, images: str, out: str, *, image_size: int = 256, wo
   reasons = collections.Counter(_reason_kind(x.reason) for x in issues if x.action == 'skipped')
   repairs = collections.Counter(_reason_kind(x.reason) for x in issues if x.action == 'repaired')
   summary = {
-      'csv_files': csv_paths, 'rows_read': len(rows) + sum(1 for x in issues if x.action == 'skipped'
-                                                         and not x.reason.startswith(('missing image',
-                                                                                      'unreadable image',
-                                                                                      'no images'))),
+      'csv_files': csv_paths, 'rows_read': counter['rows_read'],
       'patents_ingested': {s: len(v) for s, v in examples.items()},
       'rows_skipped': sum(reasons.values()), 'skipped_by_reason': dict(reasons),
       'rows_repaired_by_reason': dict(repairs), 'sheet_to_figure_mapping': dict(mapping_counts),
@@ -205,11 +204,12 @@ def ingest(csv_pattern: str, images: str, out: str, *, image_size: int = 256, wo
 
 
 def _reason_kind(reason: str) -> str:
-  """Group reasons for counting: the text before the first colon or parenthesis."""
-  return reason.split(':')[0].split(' (')[0].strip()
+  """Group reasons for counting: the text before the first colon (details follow it)."""
+  return reason.split(':')[0].strip()
 
 
-def print_summary(summary: dict, out=sys.stdout) -> None:
+def print_summary(summary: dict, out=None) -> None:
+  out = out or sys.stdout
   for x in summary['issues']:
     print(f'{x.action}: {os.path.basename(x.csv_file)} row {x.row} ({x.patent_id or "no id"}): {x.reason}', file=out)
   print('\ningestion summary', file=out)

@@ -144,6 +144,7 @@ def _write_plots(args, per_class, grids):
   from designclip_jax.data import pipeline  # pylint: disable=import-outside-toplevel
   from designclip_jax.eval import plots  # pylint: disable=import-outside-toplevel
   folder = os.path.dirname(os.path.abspath(args.output)) if args.output else os.getcwd()
+  os.makedirs(folder, exist_ok=True)
   table = pipeline.class_table(args.data)
   if per_class:
     print('wrote', plots.long_tail(per_class, table['train_counts'], table['codes'],

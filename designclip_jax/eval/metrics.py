@@ -1,7 +1,7 @@
 """Evaluation metrics as pure functions of embedding and label arrays.
 
 Similarities are computed in fixed-size chunks on the device (jit; query rows sharded over all local
-devices when there are several), so neither a Q×G matrix nor a full sort is ever held. Average
+devices when there are several), so neither a Q×G matrix nor a sort of the gallery is ever needed. Average
 precision is computed from the ranks of the relevant items exactly as
 ``sklearn.metrics.average_precision_score`` defines it, ties included: for each relevant item r,
 precision at r's score = #relevant scoring ≥ s_r / #items scoring ≥ s_r, averaged over r.
@@ -75,13 +75,18 @@ def _gather_relevant(sims, rel_scores, rel_local, in_chunk):
 
 
 @jax.jit
-def _count_nonrelevant_ge(sims, q_labels, rel_scores, g_labels, g_valid):
-  """For each query and each of its relevant scores: how many non-relevant items of this chunk score
-  at least as high (relevant items are counted separately, from ``rel_scores``)."""
+def _count_nonrelevant_ge(sims, q_labels, rel_sorted, g_labels, g_valid):
+  """For each query and each of its relevant scores (sorted ascending per row): how many non-relevant
+  items of this chunk score at least as high. Each score is placed among the query's few relevant
+  scores (O(log R), not a sort of the chunk), histogrammed, and summed from the top. Relevant items
+  are counted separately, from the relevant scores themselves."""
   nonrel = g_valid[None, :] & (q_labels[:, None] != g_labels[None, :])
-  ordered = jnp.sort(jnp.where(nonrel, sims, -jnp.inf), axis=1)
-  below = jax.vmap(lambda row, s: jnp.searchsorted(row, s, side='left'))(ordered, rel_scores)
-  return sims.shape[1] - below  # masked entries are -inf: never >= a finite score
+  x = jnp.where(nonrel, sims, -jnp.inf)  # masked entries are -inf: never >= a finite score
+  r = rel_sorted.shape[1]
+  below_or_equal = jax.vmap(lambda a, row: jnp.searchsorted(a, row, side='right'))(rel_sorted, x)
+  hist = jax.vmap(lambda k: jnp.bincount(k, length=r + 1))(below_or_equal)
+  at_least = jnp.cumsum(hist[:, ::-1], axis=1)[:, ::-1]  # at_least[j] = #scores ≥ the j-th relevant score
+  return at_least[:, 1:]
 
 
 def image_retrieval(query, query_labels, gallery, gallery_labels, *, ks=RANKS, query_chunk=256,
@@ -127,6 +132,7 @@ def image_retrieval(query, query_labels, gallery, gallery_labels, *, ks=RANKS, q
       in_chunk = present & (local >= 0) & (local < gallery_chunk)
       rel_dev = _gather_relevant(_similarities(q_dev, gallery_dev[sl]), rel_dev, jnp.asarray(local),
                                  jnp.asarray(in_chunk))
+    rel_dev = jnp.sort(rel_dev, axis=1)  # real scores first, +inf padding last; counts follow this order
     counts = np.zeros(ri.shape, np.int64)
     ql_dev = _shard_rows(ql)
     for sl in chunks:

@@ -1,0 +1,60 @@
+"""Shared set-up for the throughput benchmarks: model configs, batches, the PyTorch reference, peak FLOP/s."""
+
+import os
+import time
+
+os.environ.setdefault('OMP_WAIT_POLICY', 'PASSIVE')  # idle torch OpenMP threads otherwise slow JAX ~1.5x
+
+import numpy as np
+
+from designclip_jax.models import preset
+
+# name -> (our CLIPConfig, global batch)
+CONFIGS = {
+    'tiny': (preset('tiny', text_vocab_size=2048), 64),
+    'mid': (preset('tiny', vision_image_size=128, vision_patch_size=16, vision_width=256, vision_layers=6,
+                   vision_heads=8, vision_mlp_dim=1024, text_width=256, text_layers=6, text_heads=8,
+                   text_mlp_dim=1024, text_vocab_size=8192, text_context_length=32, embed_dim=256), 64),
+}
+
+
+def batch(clip_cfg, n, seed=0):
+  rng = np.random.default_rng(seed)
+  size, length = clip_cfg.vision.image_size, clip_cfg.text.context_length
+  tokens = rng.integers(2, clip_cfg.text.vocab_size - 1, (n, length)).astype(np.int32)
+  tokens[:, 0] = 0
+  tokens[np.arange(n), rng.integers(4, length, n)] = clip_cfg.text.eos_token_id
+  return {'image': rng.standard_normal((n, size, size, 3), dtype=np.float32),
+          'view': rng.standard_normal((n, size, size, 3), dtype=np.float32), 'tokens': tokens,
+          'label': rng.integers(0, 33, n).astype(np.int32), 'weight': np.ones(n, np.float32),
+          'patent': np.arange(n, dtype=np.int32)}
+
+
+def torch_clip(clip_cfg):
+  """transformers' PyTorch CLIPModel with the same shapes (random weights)."""
+  import torch
+  from transformers import CLIPModel
+
+  from designclip_jax.checkpoints import config_to_hf
+  torch.manual_seed(0)
+  return CLIPModel(config_to_hf(clip_cfg)).train()
+
+
+def peak_flops(seconds=2.0, n=4096):
+  """Measured float32 matmul FLOP/s of this machine (the MFU denominator)."""
+  import jax
+  import jax.numpy as jnp
+  x = jnp.ones((n, n), jnp.float32)
+  f = jax.jit(lambda a: a @ a)
+  f(x).block_until_ready()
+  reps, start = 0, time.perf_counter()
+  while time.perf_counter() - start < seconds:
+    f(x).block_until_ready()
+    reps += 1
+  return 2 * n ** 3 * reps / (time.perf_counter() - start)
+
+
+def flops_of(compiled) -> float:
+  cost = compiled.cost_analysis()
+  cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+  return float(cost['flops'])

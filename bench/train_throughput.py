@@ -13,7 +13,6 @@ in a separate process (3 steps).
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import time
@@ -83,9 +82,11 @@ def median_times(fns, steps, warmup=2):
 
 def peak_rss(side, config):
   code = (f'import sys; sys.path.insert(0, {os.path.dirname(os.path.abspath(__file__))!r}); import common, '
-          f'train_throughput as t, resource; cfg, n = common.CONFIGS[{config!r}]; '
+          f'train_throughput as t; cfg, n = common.CONFIGS[{config!r}]; '
           f'f = t.jax_step(cfg, n)[0] if {side!r} == "jax" else t.torch_step(cfg, n); '
-          '[f() for _ in range(3)]; print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)')
+          '[f() for _ in range(3)]; '
+          # VmHWM, not ru_maxrss: the latter carries over the parent's high-water mark through fork
+          'print(next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmHWM")) / 1024)')
   out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True)
   return float(out.stdout.strip().splitlines()[-1]) if out.returncode == 0 else float('nan')
 
@@ -96,7 +97,12 @@ def main():
   parser.add_argument('--steps', type=int, default=10)
   parser.add_argument('--no-compile', action='store_true', help='skip the torch.compile variant')
   parser.add_argument('--json', help='also write the rows here')
+  parser.add_argument('--memory-only', action='store_true', help='only the peak-RSS column')
   args = parser.parse_args()
+  if args.memory_only:
+    for name in args.configs:
+      print(name, {side: f'{peak_rss(side, name):.0f} MiB' for side in ('jax', 'torch')})
+    return
   peak = common.peak_flops()
   rows = []
   for name in args.configs:

@@ -4,9 +4,10 @@
 
 First use generates 1,500 synthetic patents and ingests them into ~/.cache/designclip_jax (about
 20 s), then trains the 'tiny' towers (3+3 layers, width 128, 64-px drawings) for 600 steps at
-batch 64 and evaluates on the test split. Expected on a 2-core CPU: roughly 5 minutes; the loss
-falls from ~4.5 to ~2, and image-retrieval mAP / zero-shot accuracy land far above chance (see
-README). Smoke-test variant: --config.train.steps=20 --config.eval.tasks=zero_shot
+batch 64 and evaluates on the test split. Measured on a 2-core CPU: ~9 min of training (75
+examples/s); L_CACL 3.9 -> ~0.5, L_MVCL 4.16 -> ~2; zero-shot top-1 0.21 (chance 0.03), text->image
+R@5 0.58, image-retrieval mAP 0.087, linear probe 0.60 (README has the table).
+Smoke-test variant: --config.train.steps=20 --config.eval.tasks=zero_shot
 """
 
 from designclip_jax.train.config import base_config

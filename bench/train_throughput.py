@@ -25,7 +25,6 @@ LAMBDAS = (0.0, 1.0, 0.0)
 
 def jax_step(clip_cfg, n):
   import jax
-  from flax import nnx
 
   from designclip_jax import sharding
   from designclip_jax.train.config import base_config

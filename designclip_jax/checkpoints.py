@@ -116,7 +116,8 @@ def load_config(path: str) -> CLIPConfig:
 
 # ----------------------------------------------------------------------------- weights
 
-def _read_safetensors(path: str) -> dict[str, np.ndarray]:
+def read_safetensors(path: str) -> dict[str, np.ndarray]:
+  """All tensors of an HF directory's model.safetensors (or its sharded index), as numpy arrays."""
   from safetensors.numpy import load_file  # pylint: disable=import-outside-toplevel
   single, index = os.path.join(path, WEIGHTS_NAME), os.path.join(path, WEIGHTS_INDEX_NAME)
   if os.path.isfile(single):
@@ -169,7 +170,7 @@ def from_pretrained(path: str, *, dtype=jnp.float32, remat: bool = False) -> CLI
     raise FileNotFoundError(f'checkpoint directory {path!r} does not exist')
   config = load_config(path)
   abstract = nnx.eval_shape(lambda: CLIP(config, dtype=dtype, remat=remat, rngs=nnx.Rngs(0)))
-  params = hf_to_params(_read_safetensors(path), abstract)
+  params = hf_to_params(read_safetensors(path), abstract)
   graphdef, state = nnx.split(abstract)
   nnx.replace_by_pure_dict(state, jax.tree.map(jnp.asarray, params))
   return nnx.merge(graphdef, state)

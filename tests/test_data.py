@@ -1,5 +1,6 @@
 """Data: IMPACT parsing, views, classes, synthetic set, ingestion report, splits, Grain pipeline."""
 
+import ast
 import csv
 import hashlib
 import json
@@ -12,7 +13,7 @@ import pytest
 from designclip_jax.data import images as image_ops
 from designclip_jax.data import ingest, pipeline, synthetic
 from designclip_jax.data.classes import CLASS_CODES, class_index
-from designclip_jax.data.impact import RowError, parse_row, parse_view
+from designclip_jax.data.impact import parse_row, parse_view
 from designclip_jax.data.tokenizer import Tokenizer
 
 VIEW_CASES = {
@@ -115,13 +116,12 @@ def test_synthetic_views_share_the_object_and_patents_differ():
   parts_a = synthetic.sample_object(5, np.random.default_rng([0, 0]))
   assert row_a['class'].startswith('D 6') and row_b['class'].startswith('D 6')
   assert set(files_a.values()).isdisjoint(files_b.values())
-  views = [parse_view(d) for d in eval_list(row_a['fig_desc'])]  # noqa: F821
+  views = [parse_view(d) for d in _literal(row_a['fig_desc'])]
   assert views[0] == 'perspective' and len(set(views)) == len(views) >= 3
   assert len(parts_a) >= 1
 
 
-def eval_list(text):
-  import ast
+def _literal(text):
   return ast.literal_eval(text)
 
 
@@ -132,7 +132,7 @@ def _plant_bad_rows(csv_path, raw_dir, out_csv):
   expected = {}
 
   def first_sheet(row):
-    name = eval_list(row['file_names'])[1]
+    name = _literal(row['file_names'])[1]
     return os.path.join(raw_dir, name.rsplit('-D', 1)[0], name)
 
   rows[2]['class'] = 'D31123'
@@ -148,7 +148,7 @@ def _plant_bad_rows(csv_path, raw_dir, out_csv):
   with open(first_sheet(rows[12]), 'wb') as f:
     f.write(b'not a tiff at all')
   expected[(13, rows[12]['id'])] = ('repaired', 'unreadable image')
-  for name in eval_list(rows[14]['file_names']):
+  for name in _literal(rows[14]['file_names']):
     os.remove(os.path.join(raw_dir, name.rsplit('-D', 1)[0], name))
   expected[(15, rows[14]['id'])] = ('skipped', 'missing image')
   rows.append(dict(rows[0]))

@@ -1,6 +1,5 @@
 """Each loss against a float64 NumPy re-implementation written independently here."""
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest

@@ -27,9 +27,9 @@ import numpy as np
 
 from designclip_jax.data import images as image_ops
 from designclip_jax.data.classes import CLASS_CODES, CLASS_NAMES, NUM_CLASSES
-from designclip_jax.data.impact import VIEWS, PatentRow, RowError, parse_row
+from designclip_jax.data.impact import VIEWS, RowError, parse_row
 
-from designclip_jax.data.tfds_builder import DATASET_NAME, SPLITS
+from designclip_jax.data.tfds_builder import SPLITS
 CLASSES_FILE = 'classes.json'
 REPORT_CSV, REPORT_JSON = 'ingest_report.csv', 'ingest_report.json'
 TOKENIZER_DIR = 'tokenizer'

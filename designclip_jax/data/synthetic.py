@@ -23,7 +23,7 @@ import os
 import numpy as np
 from PIL import Image, ImageDraw
 
-from designclip_jax.data.classes import CLASS_CODES, CLASS_NAMES, USPC_DESIGN_CLASSES
+from designclip_jax.data.classes import CLASS_CODES, USPC_DESIGN_CLASSES
 from designclip_jax.data.impact import IMPACT_COLUMNS
 
 # Object nouns per class, used for titles and captions.

@@ -107,9 +107,11 @@ def parse_args(argv):
 def run(args) -> dict:
   tasks = list(runner.TASKS) if 'all' in args.task else list(dict.fromkeys(args.task))
   if args.embeddings:
-    if 'all' in args.task:
-      tasks = [t for t in NPZ_KEYS if all(k in np.load(args.embeddings).files for k in NPZ_KEYS[t])] \
-          if os.path.isfile(args.embeddings) else tasks
+    if 'all' in args.task:  # every task whose arrays the file holds
+      if not os.path.isfile(args.embeddings):
+        raise UsageError(f'--embeddings {args.embeddings!r} does not exist')
+      files = np.load(args.embeddings).files
+      tasks = [t for t, keys in NPZ_KEYS.items() if all(k in files for k in keys)]
     results = {os.path.basename(args.embeddings): score_embeddings(args.embeddings, tasks)}
   else:
     if not args.data:

@@ -98,7 +98,7 @@ def _check_finite(step: int, metrics: dict) -> dict:
 def _load_pretrained_towers(model_state, model_sharding, spec: ModelSpec):
   """Replace the randomly initialised towers by the HF checkpoint's weights, placed in their shardings."""
   abstract = nnx.eval_shape(lambda: spec.build().clip)
-  params = checkpoints.hf_to_params(checkpoints._read_safetensors(spec.pretrained), abstract)  # pylint: disable=protected-access
+  params = checkpoints.hf_to_params(checkpoints.read_safetensors(spec.pretrained), abstract)
   pure = nnx.to_pure_dict(model_state)
   pure['clip'] = params
   shardings = nnx.to_pure_dict(model_sharding)

@@ -47,11 +47,6 @@ def make_optimizer(train_cfg) -> optax.GradientTransformation:
   return tx
 
 
-@dataclasses.dataclass(frozen=True)
-class LossConfig:
-  lambdas: tuple[float, float, float] = (1.0, 0.1, 0.2)  # (CACLS, CACL, MVCL)
-
-
 def global_contrastive_loss(a, b, ids, weights, logit_scale, mesh):
   """Weighted symmetric InfoNCE over the global batch: every device scores its local rows against the
   all-gathered columns (memory linear in the global batch), then the sums are added across devices."""

@@ -80,6 +80,19 @@ def test_real_sheets_are_cropped_without_the_figure_label(impact_sample):
   assert square[0].min() > 200 and square[-1].min() > 200  # white margins
 
 
+def test_png_and_tiff_drawings_preprocess_identically(tmp_path):
+  import io
+  from PIL import Image
+  _, files = synthetic.make_patent(0, 3, seed=0)
+  tiff = next(iter(files.values()))
+  png = io.BytesIO()
+  Image.open(io.BytesIO(tiff)).save(png, format='PNG')
+  a = image_ops.preprocess_sheet(image_ops.load_gray(tiff), 96)
+  b = image_ops.preprocess_sheet(image_ops.load_gray(png.getvalue()), 96)
+  np.testing.assert_array_equal(a, b)
+  assert (a < 128).any()
+
+
 def test_real_sample_ingests_with_every_row_accounted_for(impact_sample, tmp_path):
   summary = ingest.ingest(str(impact_sample / 'sample_data.csv'), str(impact_sample), str(tmp_path),
                           image_size=64, workers=1, progress=False)

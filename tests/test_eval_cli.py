@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 
 import numpy as np
 import pytest
@@ -55,7 +56,7 @@ def test_bad_embeddings_exit_with_a_clear_message(tmp_path, capsys):
   assert "lacks ['image', 'text']" in capsys.readouterr().err
 
 
-def test_checkpoint_hf_export_and_embeddings_inputs_agree(synthetic_data, tmp_path):
+def test_checkpoint_hf_export_and_embeddings_inputs_agree(synthetic_data, tmp_path, capsys):
   _, _, data_dir = synthetic_data
   config = micro_config(data_dir, steps=4)
   config.model.pixel_normalization = 'clip'  # what an HF directory implies
@@ -65,7 +66,10 @@ def test_checkpoint_hf_export_and_embeddings_inputs_agree(synthetic_data, tmp_pa
 
   out = tmp_path / 'cmp' / 'scores.json'
   _cli(['--compare', str(tmp_path / 'run'), str(tmp_path / 'hf'), '--data', data_dir, '--task', 'zero_shot',
-        'image_retrieval', 'multimodal_retrieval', '--output', str(out), '--plots'])
+        'image_retrieval', 'multimodal_retrieval', '--output', str(out), '--plots', '--per-class'])
+  printed = capsys.readouterr().out
+  assert 'mAP' in printed and re.search(r'^class\s+train\s+test', printed, re.M)
+  assert re.search(r'^D\d+\s+\d+\s+\d+\s+\d\.\d{3}\s+\d\.\d{3}', printed, re.M)  # a class row, two models
   both = json.loads(out.read_text())
   assert set(both) == {'run', 'hf'}
   for k, v in both['run'].items():

@@ -56,11 +56,16 @@ def _losses(workdir):
 
 def test_short_run_learns_and_evaluates(synthetic_data, tmp_path):
   _, _, data_dir = synthetic_data
-  config = micro_config(data_dir, steps=60, checkpoint_every=60, log_every=5)
+  config = micro_config(data_dir, steps=60, checkpoint_every=60, log_every=5, eval_every=30)
   config.loss.lambdas = (1.0, 1.0, 1.0)
   config.eval.tasks = ('zero_shot', 'image_retrieval')
   result = loop.train_and_evaluate(config, str(tmp_path))
-  losses = _losses(str(tmp_path))
+  import json
+  with open(tmp_path / 'metrics.jsonl') as f:
+    records = [json.loads(line) for line in f]
+  periodic = [r for r in records if 'val/top1' in r]
+  assert [r['step'] for r in periodic] == [30, 60] and all(0 <= r['val/t2i_R@5'] <= 1 for r in periodic)
+  losses = [r['loss'] for r in records if 'loss' in r]
   assert len(losses) == 12
   assert np.mean(losses[-3:]) < 0.85 * np.mean(losses[:3]), losses
   for key in ('top1', 'balanced_acc', 'head_acc', 'mAP', 'rank@10'):

@@ -101,6 +101,7 @@ def parse_args(argv):
   p.add_argument('--batch-size', type=int, default=128)
   p.add_argument('--output', help='write the flat metrics as JSON here')
   p.add_argument('--plots', action='store_true', help='write PNG plots beside --output (or in the cwd)')
+  p.add_argument('--per-class', action='store_true', help='also print zero-shot accuracy per class')
   return p.parse_args(argv)
 
 
@@ -129,10 +130,13 @@ def run(args) -> dict:
       results[name] = scores
       if 'per_class_acc' in arrays:
         per_class[name] = arrays['per_class_acc']
+        test_counts = arrays['per_class_n']
       if 'retrieval' in arrays:
         grids[name] = (records, arrays['retrieval'])
     if args.plots:
       _write_plots(args, per_class, grids)
+    if args.per_class and per_class:
+      runner.print_per_class(per_class, pipeline.class_table(args.data), test_counts)
   runner.print_table(results)
   if args.output:
     flat = next(iter(results.values())) if len(results) == 1 else results

@@ -121,5 +121,19 @@ def print_table(results: dict[str, dict], file=None) -> None:
   print('\n'.join(lines), file=file)
 
 
+def print_per_class(per_class: dict[str, np.ndarray], table: dict, test_counts, file=None) -> None:
+  """Zero-shot accuracy per class (rows by train frequency, most frequent first), one column per model."""
+  names = list(per_class)
+  order = np.argsort(-np.asarray(table['train_counts']), kind='stable')
+  lines = [f'{"class":<6}{"train":>7}{"test":>6}' + ''.join(f'{n[:14]:>16}' for n in names) + '  name']
+  for c in order:
+    if not test_counts[c]:
+      continue
+    cells = ''.join(f'{per_class[n][c]:>16.3f}' for n in names)
+    lines.append(f'{table["codes"][c]:<6}{table["train_counts"][c]:>7}{test_counts[c]:>6}{cells}  '
+                 f'{table["names"][c][:48]}')
+  print('\n'.join(lines), file=file)
+
+
 def model_label(path: str) -> str:
   return os.path.basename(os.path.normpath(path)) or path

@@ -47,6 +47,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.train.seed = 0
   c.train.log_every = 50
   c.train.checkpoint_every = 1000
+  c.train.eval_every = 0            # >0: evaluate on eval.periodic_split every N steps (logged as val/...)
   c.train.keep_checkpoints = 3
 
   c.mesh = ml_collections.ConfigDict()
@@ -58,6 +59,8 @@ def base_config() -> ml_collections.ConfigDict:
   c.eval.tasks = ('zero_shot', 'image_retrieval', 'multimodal_retrieval', 'linear_probe')
   c.eval.batch_size = 128
   c.eval.template = 'a sketch of {}'
+  c.eval.periodic_split = 'validation'
+  c.eval.periodic_tasks = ('zero_shot', 'multimodal_retrieval')
 
   c.distributed = ml_collections.ConfigDict()
   c.distributed.enabled = False    # or DESIGNCLIP_DISTRIBUTED=1; auto-detects TPU pods / SLURM

@@ -107,6 +107,14 @@ def _load_pretrained_towers(model_state, model_sharding, spec: ModelSpec):
   return model_state
 
 
+def _evaluate(config, step_fn, model_state, tokenizer, data_dir, table, spec, split, tasks, progress=True):
+  from designclip_jax.eval import runner  # pylint: disable=import-outside-toplevel
+  model = nnx.merge(step_fn.model_graph, model_state)
+  return runner.evaluate(model.clip, tokenizer, data_dir, split, tuple(tasks), batch_size=config.eval.batch_size,
+                         class_counts=table['train_counts'], template=config.eval.template,
+                         pixel_normalization=spec.pixel_normalization, progress=progress)
+
+
 def train_and_evaluate(config, workdir: str) -> dict:
   """Train per ``config`` in ``workdir`` (resuming if it holds checkpoints); return final metrics."""
   from tqdm import tqdm  # pylint: disable=import-outside-toplevel
@@ -178,6 +186,10 @@ def train_and_evaluate(config, workdir: str) -> dict:
         writer.write(step, host_metrics)
         bar.set_postfix({k: f'{v:.3g}' for k, v in host_metrics.items() if k != 'grad_norm'})
         window_start, window_steps = time.perf_counter(), 0
+      if tc.eval_every and step % tc.eval_every == 0 and jax.process_count() == 1:
+        scores = _evaluate(config, step_fn, model_state, tokenizer, data_dir, table, spec,
+                           config.eval.periodic_split, config.eval.periodic_tasks, progress=False)
+        writer.write(step, {f'val/{k}': v for k, v in scores.items() if isinstance(v, float)})
       if step % tc.checkpoint_every == 0 or step == tc.steps or preemption.requested:
         _check_finite(*pending)
         checkpointing.save(mngr, step, model_state, opt_state,
@@ -192,10 +204,8 @@ def train_and_evaluate(config, workdir: str) -> dict:
   result = {'step': step, **host_metrics}
   if step >= tc.steps and config.eval.tasks and jax.process_count() == 1:
     from designclip_jax.eval import runner  # pylint: disable=import-outside-toplevel
-    model = nnx.merge(step_fn.model_graph, model_state)
-    scores = runner.evaluate(model.clip, tokenizer, data_dir, config.eval.split, tuple(config.eval.tasks),
-                             batch_size=config.eval.batch_size, class_counts=table['train_counts'],
-                             template=config.eval.template, pixel_normalization=spec.pixel_normalization)
+    scores = _evaluate(config, step_fn, model_state, tokenizer, data_dir, table, spec, config.eval.split,
+                       config.eval.tasks)
     runner.print_table({'this run': scores})
     with open(os.path.join(workdir, f'eval_{config.eval.split}.json'), 'w') as f:
       json.dump(scores, f, indent=1)

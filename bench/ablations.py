@@ -1,9 +1,9 @@
 """Do the paper's mechanisms work? The same small model, step budget and initialisation per seed,
 trained under each setting on the embedded synthetic set and evaluated on its held-out test split.
 
-    python bench/ablations.py                 # full study: 3 seeds x all settings -> docs/results/
+    python bench/ablations.py                 # full study: 3 seeds x 17 settings, 100 steps x 48 -> docs/results/ (~1 h)
     python bench/ablations.py --quick         # smoke test: 1 seed, 3 settings, 20 steps (not evidence)
-    python bench/ablations.py --settings baseline full --seeds 0 1 2 --steps 150
+    python bench/ablations.py --settings baseline full --seeds 0 1 2 --steps 200
 
 Settings (λ = (CACLS, CACL, MVCL); β_s sampling, β_l loss weights):
   baseline        plain InfoNCE only: λ=(0,1,0), β_s=β_l=0
@@ -153,8 +153,8 @@ def main():
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument('--settings', nargs='+', default=list(SETTINGS), choices=list(SETTINGS))
   parser.add_argument('--seeds', nargs='+', type=int, default=[0, 1, 2])
-  parser.add_argument('--steps', type=int, default=150)
-  parser.add_argument('--batch', type=int, default=64)
+  parser.add_argument('--steps', type=int, default=100)
+  parser.add_argument('--batch', type=int, default=48)
   parser.add_argument('--out', default='docs/results')
   parser.add_argument('--quick', action='store_true')
   args = parser.parse_args()

@@ -48,6 +48,8 @@ def state_shardings(abstract_state, mesh, rules=None):
 
   def one(variable):
     value = variable.get_value() if hasattr(variable, 'get_value') else variable
+    if not hasattr(value, 'shape'):  # an array-free node, e.g. optax.MaskedNode for a frozen tower's moments
+      return variable
     logical = variable.get_metadata().get('out_sharding') if hasattr(variable, 'get_metadata') else None
     spec = _spec_for(logical, value.shape, mesh, rules) if logical else P()
     return variable.replace(NamedSharding(mesh, spec)) if hasattr(variable, 'replace') else NamedSharding(mesh, spec)

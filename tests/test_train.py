@@ -152,3 +152,48 @@ def test_two_processes_reach_the_parameters_of_one(synthetic_data, tmp_path):
   assert 'done 0 4 3' in outputs[0] and 'done 1 4 3' in outputs[1]
   multi, _ = _final_params(str(tmp_path / 'multi'))
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-5), multi, single)
+
+
+def test_training_starts_from_an_hf_checkpoint_and_keeps_a_frozen_tower(synthetic_data, tmp_path):
+  """model.init loads both towers from a transformers checkpoint; train.freeze_vision keeps the vision tower
+  bit-identical (no update, no weight decay) while the text tower moves by at most what Adam allows."""
+  from designclip_jax import checkpoints
+  from designclip_jax.data import pipeline
+  from designclip_jax.data.tokenizer import Tokenizer
+  from tests.hf_reference import make_hf_clip
+  _, _, data_dir = synthetic_data
+  hf_dir = str(tmp_path / 'hf')
+  tokenizer = Tokenizer.from_pretrained(pipeline.tokenizer_dir(data_dir), 32)
+  make_hf_clip(hf_dir, vocab_size=tokenizer.vocab_size, eos_token_id=tokenizer.eos_token_id, context_length=32,
+               image_size=32, patch_size=8)
+  tokenizer.save(hf_dir)
+  steps, lr = 4, 1e-3
+  config = micro_config(data_dir, steps=steps, checkpoint_every=2, learning_rate=lr, freeze_vision=True)
+  config.model.init = hf_dir
+  config.train.steps = steps // 2
+  loop.train_and_evaluate(config, str(tmp_path / 'run'))
+  config.train.steps = steps  # resumes: the frozen tower's optimizer state is array-free (optax.MaskedNode)
+  loop.train_and_evaluate(config, str(tmp_path / 'run'))
+  assert len(_losses(str(tmp_path / 'run'))) == steps  # the second call went on from step 2, not from 0
+
+  trained, _ = _final_params(str(tmp_path / 'run'))
+  spec = ModelSpec.load(str(tmp_path / 'run'))
+  reference = checkpoints.hf_to_params(checkpoints.read_safetensors(hf_dir), nnx.eval_shape(lambda: spec.build().clip))
+  fresh = nnx.to_pure_dict(nnx.state(spec.build(seed=7).clip, nnx.Param))
+  leaves = lambda tree: dict(jax.tree_util.tree_flatten_with_path(tree)[0])
+  trained_clip, reference, fresh = leaves(trained['clip']), leaves(reference), leaves(fresh)
+  assert trained_clip.keys() == reference.keys()
+  # Adam moves a parameter by about lr per step (|m/sqrt(v)| <= ~1) plus weight decay; a random init sits far away
+  bound = 2 * lr * steps
+  for path, ref in reference.items():
+    name = jax.tree_util.keystr(path)
+    change = np.max(np.abs(np.asarray(trained_clip[path]) - ref))
+    if 'vision_model' in name or 'visual_projection' in name:
+      assert change == 0.0, name
+    else:
+      assert change <= bound, (name, change)
+  text_moved = [np.max(np.abs(np.asarray(trained_clip[p]) - r)) for p, r in reference.items()
+                if 'text_model' in jax.tree_util.keystr(p)]
+  assert max(text_moved) > 0  # the text tower did train
+  random_gap = np.median([np.max(np.abs(np.asarray(fresh[p]) - r)) for p, r in reference.items()])
+  assert random_gap > 5 * bound  # so a tower left at its random init would fail the bound above

@@ -42,7 +42,7 @@ def main():
       time_by_kind[kind] += e['dur']
       count_by_kind[kind] += 1
   total = sum(time_by_kind.values())
-  print(f'| op kind | ms / step | share | ops / step |\n|---|---|---|---|')
+  print('| op kind | ms / step | share | ops / step |\n|---|---|---|---|')
   for kind, us in time_by_kind.most_common(12):
     print(f'| {kind} | {us / 1e3 / args.steps:.1f} | {us / total:.0%} | {count_by_kind[kind] // args.steps} |')
 

@@ -6,7 +6,8 @@
         --config.data.dir=data/impact --config.model.init=/path/to/clip-vit-base-patch16
 
 Hardware: a v4-32 TPU pod slice or 8x A100/H100 (bf16, global batch 1024, FSDP off). ~285k training
-patents; 10 epochs ≈ 2,800 steps, about 3 h on 8 H100s by our throughput bench (bench/RESULTS.md).
+patents; 10 epochs ≈ 2,800 steps. Wall time on accelerators is not measured yet (no GPU/TPU run so far;
+bench/gpu_check.py is the script that will measure it).
 Paper (ViT-B): zero-shot top-1 ≈ 14.7%, T→I R@5 ≈ 29.8%, linear probe ≈ 41.3%.
 Smoke test (any machine): --config.train.steps=5 --config.train.global_batch=8
 """

@@ -1,4 +1,6 @@
-"""Hugging Face CLIP checkpoints (config.json + model.safetensors) <-> NNX CLIP models.
+"""CLIP checkpoints <-> NNX CLIP models: Hugging Face directories (config.json + model.safetensors) and
+OpenAI-format state dicts (``openai_checkpoints``: OpenAI's .pt files, open_clip's safetensors; the only
+format the ResNet towers have).
 
 One table of name rules serves both directions. Reading needs numpy + safetensors only (no torch);
 ``transformers`` is used for its CLIPConfig (defaults, validation) and tokenizer, never for weights.
@@ -16,6 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from designclip_jax import openai_checkpoints
 from designclip_jax.models.clip import CLIP
 from designclip_jax.models.config import CLIPConfig, TextConfig, VisionConfig
 
@@ -27,13 +30,16 @@ _identity: Callable = lambda w: w
 _transpose: Callable = lambda w: w.T
 
 # (our flat name, HF flat name, ours -> HF, HF -> ours); the first rule whose pattern matches wins.
+_HWIO_TO_OIHW: Callable = lambda w: w.transpose(3, 2, 0, 1)
+_OIHW_TO_HWIO: Callable = lambda w: w.transpose(2, 3, 1, 0)
 _RULES: list[tuple[str, str, Callable, Callable]] = [
-    (r'(.*)\.patch_embedding$', r'\1.patch_embedding.weight',
-     lambda w: w.transpose(3, 2, 0, 1), lambda w: w.transpose(2, 3, 1, 0)),  # HWIO <-> OIHW
+    (r'(.*)\.patch_embedding$', r'\1.patch_embedding.weight', _HWIO_TO_OIHW, _OIHW_TO_HWIO),
+    (r'(.*\.(?:conv\d|downsample\.0))\.kernel$', r'\1.weight', _HWIO_TO_OIHW, _OIHW_TO_HWIO),  # ResNet convs
+    (r'(.*)\.(mean|var)$', r'\1.running_\2', _identity, _identity),  # ResNet BatchNorm statistics
     (r'(.*)\.class_embedding$', r'\1.class_embedding', _identity, _identity),
     (r'(.*\.(?:token|position)_embedding)$', r'\1.weight', _identity, _identity),
     (r'(.*)\.kernel$', r'\1.weight', _transpose, _transpose),  # torch Linear stores (out, in)
-    (r'(.*)\.scale$', r'\1.weight', _identity, _identity),      # LayerNorm gain
+    (r'(.*)\.scale$', r'\1.weight', _identity, _identity),      # LayerNorm / BatchNorm gain
     (r'(.*)$', r'\1', _identity, _identity),                    # biases, logit_scale
 ]
 
@@ -46,7 +52,7 @@ def _hf_name(ours: str) -> tuple[str, Callable, Callable]:
 
 
 def _flat_params(model_or_abstract: CLIP) -> dict[str, jax.Array]:
-  pure = nnx.to_pure_dict(nnx.state(model_or_abstract, nnx.Param))
+  pure = nnx.to_pure_dict(nnx.state(model_or_abstract, nnx.Any(nnx.Param, nnx.BatchStat)))
   flat = {}
   for path, leaf in jax.tree_util.tree_flatten_with_path(pure)[0]:
     flat['.'.join(str(getattr(k, 'key', getattr(k, 'idx', k))) for k in path)] = leaf
@@ -101,10 +107,14 @@ def config_to_hf(cfg: CLIPConfig):
 
 
 def load_config(path: str) -> CLIPConfig:
+  """Tower shapes of an HF directory (config.json) or an OpenAI-format checkpoint (read off its tensors)."""
+  if openai_checkpoints.is_openai_checkpoint(path):
+    return openai_checkpoints.config_from_state_dict(openai_checkpoints.read_state_dict(path))
   config_file = os.path.join(path, 'config.json')
   if not os.path.isfile(config_file):
     raise FileNotFoundError(f'{config_file} not found: expected a Hugging Face CLIP directory '
-                            '(config.json + model.safetensors)')
+                            '(config.json + model.safetensors) or an OpenAI-format checkpoint '
+                            f'(a .pt/.bin/.safetensors file, or a directory with {openai_checkpoints.OPENAI_FILES[0]})')
   with open(config_file) as f:
     raw = json.load(f)
   if raw.get('model_type') != 'clip':
@@ -131,6 +141,13 @@ def read_safetensors(path: str) -> dict[str, np.ndarray]:
     return tensors
   raise FileNotFoundError(f'no {WEIGHTS_NAME} (or {WEIGHTS_INDEX_NAME}) in {path}; PyTorch .bin '
                           'checkpoints must first be re-saved as safetensors')
+
+
+def read_weights(path: str) -> dict[str, np.ndarray]:
+  """A checkpoint's tensors under HF-style names, whichever format it is in."""
+  if openai_checkpoints.is_openai_checkpoint(path):
+    return openai_checkpoints.to_hf_names(openai_checkpoints.read_state_dict(path))
+  return read_safetensors(path)
 
 
 def hf_to_params(tensors: dict[str, np.ndarray], abstract: CLIP) -> dict:
@@ -164,13 +181,14 @@ def params_to_hf(model: CLIP) -> dict[str, np.ndarray]:
 # ----------------------------------------------------------------------------- public API
 
 def from_pretrained(path: str, *, dtype=jnp.float32, remat: bool = False) -> CLIP:
-  """Load a Hugging Face-format CLIP directory into an NNX ``CLIP`` (float32 params, ``dtype`` compute)."""
+  """Load an HF CLIP directory or an OpenAI-format checkpoint into an NNX ``CLIP`` (float32 params,
+  ``dtype`` compute)."""
   path = os.fspath(path)
-  if not os.path.isdir(path):
-    raise FileNotFoundError(f'checkpoint directory {path!r} does not exist')
+  if not os.path.exists(path):
+    raise FileNotFoundError(f'checkpoint {path!r} does not exist')
   config = load_config(path)
   abstract = nnx.eval_shape(lambda: CLIP(config, dtype=dtype, remat=remat, rngs=nnx.Rngs(0)))
-  params = hf_to_params(read_safetensors(path), abstract)
+  params = hf_to_params(read_weights(path), abstract)
   graphdef, state = nnx.split(abstract)
   nnx.replace_by_pure_dict(state, jax.tree.map(jnp.asarray, params))
   return nnx.merge(graphdef, state)
@@ -179,10 +197,24 @@ def from_pretrained(path: str, *, dtype=jnp.float32, remat: bool = False) -> CLI
 def save_pretrained(model: CLIP, path: str, tokenizer=None) -> None:
   """Write ``model`` as a directory that ``transformers.CLIPModel.from_pretrained`` loads."""
   from safetensors.numpy import save_file  # pylint: disable=import-outside-toplevel
+  if model.config.vision.is_resnet:
+    raise ValueError('transformers has no CLIP ResNet class: export a ResNet model with save_openai()')
   os.makedirs(path, exist_ok=True)
   hf_config = config_to_hf(model.config)
   hf_config.architectures = ['CLIPModel']
   hf_config.save_pretrained(path)
   save_file(params_to_hf(model), os.path.join(path, WEIGHTS_NAME), metadata={'format': 'pt'})
+  if tokenizer is not None:
+    tokenizer.save(path)
+
+
+def save_openai(model: CLIP, path: str, tokenizer=None) -> None:
+  """Write ``model`` as an OpenAI-format state dict (``<path>/open_clip_model.safetensors``, the names of
+  OpenAI's clip/model.py, which open_clip loads); the tower shapes are implied by the tensors."""
+  from safetensors.numpy import save_file  # pylint: disable=import-outside-toplevel
+  os.makedirs(path, exist_ok=True)
+  state = openai_checkpoints.from_hf_names(params_to_hf(model))
+  save_file({k: np.ascontiguousarray(v) for k, v in state.items()},
+            os.path.join(path, openai_checkpoints.OPENAI_FILES[0]))
   if tokenizer is not None:
     tokenizer.save(path)

@@ -14,10 +14,12 @@ from designclip_jax.train.model_spec import ModelSpec
 MESHES = [(1, 1), (8, 1), (1, 8), (2, 4)]
 
 
-def _spec():
+def _spec(tower='vit'):
   clip = preset('tiny', vision_image_size=32, vision_layers=1, text_layers=1, text_vocab_size=64,
                 text_context_length=8, vision_width=64, text_width=64, vision_mlp_dim=128, text_mlp_dim=128,
                 embed_dim=32)
+  if tower == 'resnet':  # CLIP's modified ResNet: 32 px -> a 1x1 map for the attention pool
+    clip = clip.replace(vision_width=8, vision_heads=4, vision_stage_blocks=(1, 1, 1, 1))
   return ModelSpec(clip=clip, num_classes=33, tokenizer_dir='', fusion_width=32)
 
 
@@ -33,14 +35,14 @@ def _batch(n=16):
               patent=patent)
 
 
-def _run(mesh_shape, lambdas):
+def _run(mesh_shape, lambdas, tower='vit'):
   if jax.device_count() < 8:
     pytest.skip('needs 8 devices: XLA_FLAGS=--xla_force_host_platform_device_count=8 (set by conftest)')
   mesh = sharding.make_mesh(*mesh_shape, devices=jax.devices()[:mesh_shape[0] * mesh_shape[1]])
   cfg = base_config().train
   cfg.learning_rate, cfg.warmup_steps, cfg.steps = 1e-3, 0, 10
   tx = train_step.make_optimizer(cfg)
-  spec = _spec()
+  spec = _spec(tower)
   abstract_model, abstract_opt, model_state, opt_state = train_step.init_state(spec.build, tx, mesh)
   graphdef = nnx.graphdef(abstract_model)
   batch = sharding.global_batch(_batch(), mesh)
@@ -70,11 +72,12 @@ def _max_abs(a, b):
   return max(jax.tree.leaves(jax.tree.map(lambda x, y: float(np.max(np.abs(x - y))), a, b)))
 
 
-def test_sharded_step_equals_single_device():
+@pytest.mark.parametrize('tower,meshes', [('vit', MESHES[1:]), ('resnet', [(2, 4)])])
+def test_sharded_step_equals_single_device(tower, meshes):
   lambdas = (1.0, 0.1, 0.2)  # every term on: fusion head, both contrastive losses
-  ref_loss, ref_terms, ref_grads, ref_params, _ = _run((1, 1), lambdas)
-  for shape in MESHES[1:]:
-    loss, terms, grads, params, sharded = _run(shape, lambdas)
+  ref_loss, ref_terms, ref_grads, ref_params, _ = _run((1, 1), lambdas, tower)
+  for shape in meshes:
+    loss, terms, grads, params, sharded = _run(shape, lambdas, tower)
     assert loss == pytest.approx(ref_loss, rel=1e-5), shape
     for k in ref_terms:
       assert float(terms[k]) == pytest.approx(float(ref_terms[k]), rel=1e-5), (shape, k)

@@ -154,22 +154,40 @@ def test_two_processes_reach_the_parameters_of_one(synthetic_data, tmp_path):
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-5), multi, single)
 
 
-def test_training_starts_from_an_hf_checkpoint_and_keeps_a_frozen_tower(synthetic_data, tmp_path):
-  """model.init loads both towers from a transformers checkpoint; train.freeze_vision keeps the vision tower
-  bit-identical (no update, no weight decay) while the text tower moves by at most what Adam allows."""
+def _pretrained_checkpoint(kind, tmp_path, tokenizer):
+  """A random transformers CLIP directory, or an OpenAI-format ResNet CLIP file, sized to the data."""
+  if kind == 'hf':
+    from tests.hf_reference import make_hf_clip
+    path = str(tmp_path / 'hf')
+    make_hf_clip(path, vocab_size=tokenizer.vocab_size, eos_token_id=tokenizer.eos_token_id, context_length=32,
+                 image_size=32, patch_size=8)
+    tokenizer.save(path)
+    return path
+  import torch
+  from tests.openai_reference import make_openai_clip
+  ref = make_openai_clip(vision_layers=(1, 1, 1, 1), vision_width=8, image_resolution=32, context_length=32,
+                         vocab_size=tokenizer.vocab_size, transformer_layers=1)
+  os.makedirs(tmp_path / 'openai')
+  torch.save(ref.state_dict(), str(tmp_path / 'openai' / 'RN-tiny.pt'))
+  tokenizer.save(str(tmp_path / 'openai'))  # tokenizer files sit beside the checkpoint file
+  return str(tmp_path / 'openai' / 'RN-tiny.pt')
+
+
+@pytest.mark.parametrize('kind', ['hf', 'openai-resnet'])
+def test_training_starts_from_a_checkpoint_and_keeps_a_frozen_tower(synthetic_data, tmp_path, kind):
+  """model.init loads both towers from a transformers directory or an OpenAI-format file (here a ResNet
+  tower); train.freeze_vision keeps the vision tower bit-identical (no update, no weight decay) while the
+  text tower moves by at most what Adam allows."""
+  pytest.importorskip('torch')
   from designclip_jax import checkpoints
   from designclip_jax.data import pipeline
   from designclip_jax.data.tokenizer import Tokenizer
-  from tests.hf_reference import make_hf_clip
   _, _, data_dir = synthetic_data
-  hf_dir = str(tmp_path / 'hf')
   tokenizer = Tokenizer.from_pretrained(pipeline.tokenizer_dir(data_dir), 32)
-  make_hf_clip(hf_dir, vocab_size=tokenizer.vocab_size, eos_token_id=tokenizer.eos_token_id, context_length=32,
-               image_size=32, patch_size=8)
-  tokenizer.save(hf_dir)
+  init = _pretrained_checkpoint(kind, tmp_path, tokenizer)
   steps, lr = 4, 1e-3
   config = micro_config(data_dir, steps=steps, checkpoint_every=2, learning_rate=lr, freeze_vision=True)
-  config.model.init = hf_dir
+  config.model.init = init
   config.train.steps = steps // 2
   loop.train_and_evaluate(config, str(tmp_path / 'run'))
   config.train.steps = steps  # resumes: the frozen tower's optimizer state is array-free (optax.MaskedNode)
@@ -178,8 +196,9 @@ def test_training_starts_from_an_hf_checkpoint_and_keeps_a_frozen_tower(syntheti
 
   trained, _ = _final_params(str(tmp_path / 'run'))
   spec = ModelSpec.load(str(tmp_path / 'run'))
-  reference = checkpoints.hf_to_params(checkpoints.read_safetensors(hf_dir), nnx.eval_shape(lambda: spec.build().clip))
-  fresh = nnx.to_pure_dict(nnx.state(spec.build(seed=7).clip, nnx.Param))
+  assert spec.clip.text.eos_token_id == tokenizer.eos_token_id  # pooled at the tokenizer's EOS, not argmax
+  reference = checkpoints.hf_to_params(checkpoints.read_weights(init), nnx.eval_shape(lambda: spec.build().clip))
+  fresh = nnx.to_pure_dict(nnx.state(spec.build(seed=7).clip, nnx.Any(nnx.Param, nnx.BatchStat)))
   leaves = lambda tree: dict(jax.tree_util.tree_flatten_with_path(tree)[0])
   trained_clip, reference, fresh = leaves(trained['clip']), leaves(reference), leaves(fresh)
   assert trained_clip.keys() == reference.keys()

@@ -29,7 +29,7 @@ class Tokenizer:
     try:
       hf = AutoTokenizer.from_pretrained(path, local_files_only=True)
     except (OSError, ValueError) as e:
-      raise FileNotFoundError(f'no tokenizer files (tokenizer.json, or vocab.json + merges.txt) in {path}: {e}')
+      raise FileNotFoundError(f'no tokenizer files (tokenizer.json, or vocab.json + merges.txt) in {path}: {e}') from e
     return cls(hf, context_length)
 
   @property

@@ -5,7 +5,8 @@
     python -m designclip_jax.eval --embeddings emb.npz --task image_retrieval --output scores.json
 
 A checkpoint is a training workdir (model.json + Orbax checkpoints; the newest step is used) or a
-Hugging Face CLIP directory (config.json + model.safetensors + tokenizer files).
+Hugging Face CLIP directory (config.json + model.safetensors + tokenizer files) or an OpenAI-format
+checkpoint (OpenAI's RN50.pt / ViT-B-32.pt, open_clip's safetensors) with tokenizer files beside it.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ class UsageError(Exception):
 
 def load_model(path: str):
   """(clip model, tokenizer, pixel normalization) from a training workdir or an HF CLIP directory."""
-  from designclip_jax import checkpoints  # pylint: disable=import-outside-toplevel
+  from designclip_jax import checkpoints, openai_checkpoints  # pylint: disable=import-outside-toplevel
   from designclip_jax.data.tokenizer import Tokenizer  # pylint: disable=import-outside-toplevel
   from designclip_jax.train.model_spec import SPEC_FILE, ModelSpec  # pylint: disable=import-outside-toplevel
   if os.path.isfile(os.path.join(path, SPEC_FILE)):
@@ -50,11 +51,12 @@ def load_model(path: str):
     state, _, _ = checkpointing.restore(mngr, mngr.latest_step(), abstract, shardings)
     mngr.close()
     return nnx.merge(graphdef, state).clip, spec.tokenizer(), spec.pixel_normalization
-  if os.path.isfile(os.path.join(path, 'config.json')):
+  if os.path.isfile(os.path.join(path, 'config.json')) or openai_checkpoints.is_openai_checkpoint(path):
     model = checkpoints.from_pretrained(path)
-    return model, Tokenizer.from_pretrained(path, model.config.text.context_length), 'clip'
-  raise UsageError(f'{path!r} is neither a training workdir ({SPEC_FILE}) nor a Hugging Face CLIP directory '
-                   '(config.json)')
+    tokenizer_dir = path if os.path.isdir(path) else os.path.dirname(path)
+    return model, Tokenizer.from_pretrained(tokenizer_dir, model.config.text.context_length), 'clip'
+  raise UsageError(f'{path!r} is neither a training workdir ({SPEC_FILE}), a Hugging Face CLIP directory '
+                   '(config.json) nor an OpenAI-format checkpoint (.pt/.bin/.safetensors state dict)')
 
 
 def score_embeddings(path: str, tasks) -> dict:

@@ -7,6 +7,7 @@ from flax import nnx
 
 from designclip_jax.models.config import CLIPConfig
 from designclip_jax.models.layers import BlockOptions, Dense, param
+from designclip_jax.models.resnet import ModifiedResNet
 from designclip_jax.models.text import TextTransformer
 from designclip_jax.models.vision import VisionTransformer
 
@@ -21,10 +22,14 @@ class CLIP(nnx.Module):
   def __init__(self, config: CLIPConfig, *, dtype=jnp.float32, remat: bool = False, rngs: nnx.Rngs):
     self.config = config
     opts = BlockOptions(dtype=dtype, layer_norm_eps=config.layer_norm_eps, remat=remat)
-    self.vision_model = VisionTransformer(config.vision, opts, rngs=rngs)
     self.text_model = TextTransformer(config.text, opts, rngs=rngs)
-    self.visual_projection = Dense(config.vision.width, config.embed_dim, ('embed', 'joint'), use_bias=False,
-                                   dtype=dtype, rngs=rngs)
+    if config.vision.is_resnet:  # the attention pool projects to the joint space itself
+      self.vision_model = ModifiedResNet(config.vision, config.embed_dim, opts, rngs=rngs)
+      self.visual_projection = None
+    else:
+      self.vision_model = VisionTransformer(config.vision, opts, rngs=rngs)
+      self.visual_projection = Dense(config.vision.width, config.embed_dim, ('embed', 'joint'), use_bias=False,
+                                     dtype=dtype, rngs=rngs)
     self.text_projection = Dense(config.text.width, config.embed_dim, ('embed', 'joint'), use_bias=False,
                                  dtype=dtype, rngs=rngs)
     self.logit_scale = param(rngs, nnx.initializers.constant(config.logit_scale_init), (), ())
@@ -32,7 +37,9 @@ class CLIP(nnx.Module):
   def image_features(self, pixels):
     """pixels (B, H, W, C), CLIP-normalised -> (embedding (B, D) float32, tokens (B, 1+N, Wv))."""
     pooled, tokens = self.vision_model(pixels)
-    return self.visual_projection(pooled).astype(jnp.float32), tokens
+    if self.visual_projection is not None:
+      pooled = self.visual_projection(pooled)
+    return pooled.astype(jnp.float32), tokens
 
   def text_features(self, input_ids):
     """input_ids (B, L) int32 -> (embedding (B, D) float32, tokens (B, L, Wt), valid (B, L))."""

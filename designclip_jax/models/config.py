@@ -16,6 +16,13 @@ class VisionConfig:
   mlp_dim: int = 3072
   act: str = 'quick_gelu'
   channels: int = 3
+  # Non-empty: CLIP's modified ResNet with this many bottlenecks per stage (width = stem width, heads =
+  # attention-pool heads; patch_size, layers, mlp_dim and act are unused). Empty: a ViT.
+  stage_blocks: tuple[int, ...] = ()
+
+  @property
+  def is_resnet(self) -> bool:
+    return bool(self.stage_blocks)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,6 +47,11 @@ class CLIPConfig:
   layer_norm_eps: float = 1e-5
   logit_scale_init: float = math.log(1 / 0.07)
 
+  @property
+  def image_token_width(self) -> int:
+    """Width of the image tokens the tower returns: ViT hidden states, or ResNet attention-pool outputs."""
+    return self.embed_dim if self.vision.is_resnet else self.vision.width
+
   def replace(self, **changes) -> 'CLIPConfig':
     """Top-level fields by name; tower fields as ``vision_<field>`` / ``text_<field>``."""
     vision = {k[len('vision_'):]: v for k, v in changes.items() if k.startswith('vision_')}
@@ -56,6 +68,10 @@ PRESETS: dict[str, CLIPConfig] = {
         vision=VisionConfig(patch_size=14, width=1024, layers=24, heads=16, mlp_dim=4096),
         text=TextConfig(width=768, heads=12, mlp_dim=3072),
         embed_dim=768),
+    # OpenAI's ResNet baselines: stem width 64, attention-pool heads = width * 32 / 64.
+    'RN50': CLIPConfig(vision=VisionConfig(width=64, heads=32, stage_blocks=(3, 4, 6, 3)),
+                       text=TextConfig(), embed_dim=1024),
+    'RN101': CLIPConfig(vision=VisionConfig(width=64, heads=32, stage_blocks=(3, 4, 23, 3))),
     # Small enough to train from scratch on a 2-core CPU in minutes.
     'tiny': CLIPConfig(
         vision=VisionConfig(image_size=64, patch_size=8, width=128, layers=3, heads=4, mlp_dim=512, act='gelu'),

@@ -22,7 +22,7 @@ class DesignCLIP(nnx.Module):
     cfg = clip.config
     opts = BlockOptions(dtype=dtype, layer_norm_eps=cfg.layer_norm_eps)
     if head == 'fusion':
-      self.head = FusionHead(cfg.vision.width, cfg.text.width, num_classes, width=fusion_width,
+      self.head = FusionHead(cfg.image_token_width, cfg.text.width, num_classes, width=fusion_width,
                              layers=fusion_layers, heads=fusion_heads, opts=opts, rngs=rngs)
     else:
       self.head = LinearHead(cfg.embed_dim, num_classes, opts=opts, rngs=rngs)

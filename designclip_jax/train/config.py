@@ -8,7 +8,8 @@ def base_config() -> ml_collections.ConfigDict:
 
   c.model = ml_collections.ConfigDict()
   c.model.preset = 'ViT-B/16'      # models.config.PRESETS; ignored when init is set
-  c.model.init = ''                # HF CLIP directory to start from ('' = random init, data's tokenizer)
+  c.model.init = ''                # HF CLIP dir or OpenAI-format checkpoint ('' = random init, data's tokenizer);
+                                   # the tokenizer files are read from the checkpoint's directory
   c.model.overrides = ml_collections.ConfigDict()  # preset fields, e.g. vision_layers=2
   c.model.dtype = 'float32'        # compute dtype ('bfloat16' on TPU/GPU); parameters stay float32
   c.model.remat = False

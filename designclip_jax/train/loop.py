@@ -96,9 +96,9 @@ def _check_finite(step: int, metrics: dict) -> dict:
 
 
 def _load_pretrained_towers(model_state, model_sharding, spec: ModelSpec):
-  """Replace the randomly initialised towers by the HF checkpoint's weights, placed in their shardings."""
+  """Replace the randomly initialised towers by the checkpoint's weights, placed in their shardings."""
   abstract = nnx.eval_shape(lambda: spec.build().clip)
-  params = checkpoints.hf_to_params(checkpoints.read_safetensors(spec.pretrained), abstract)
+  params = checkpoints.hf_to_params(checkpoints.read_weights(spec.pretrained), abstract)
   pure = nnx.to_pure_dict(model_state)
   pure['clip'] = params
   shardings = nnx.to_pure_dict(model_sharding)

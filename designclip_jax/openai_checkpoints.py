@@ -1,0 +1,149 @@
+"""OpenAI-format CLIP state dicts (OpenAI's ``clip/model.py`` names, as in its released ``RN50.pt`` /
+``ViT-B-32.pt`` files and open_clip's ``open_clip_model.safetensors``) <-> the HF-style flat names that
+``checkpoints`` converts to NNX parameters.
+
+Only renames and the split/fuse of ``attn.in_proj_*`` happen here; the layout changes (transposes) stay in
+``checkpoints``' rule table. The ResNet towers, which transformers has no class for, are named after
+OpenAI's modules under ``vision_model.`` and pass through unchanged.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+
+import numpy as np
+
+from designclip_jax.models.config import CLIPConfig, TextConfig, VisionConfig
+
+OPENAI_FILES = ('open_clip_model.safetensors', 'open_clip_pytorch_model.bin')
+_NON_TENSORS = {'input_resolution', 'context_length', 'vocab_size'}  # scalars OpenAI's .pt files carry
+_LEGACY_ARGMAX_EOS = 2  # models.text: pool at argmax(ids), which is what OpenAI's encode_text does
+
+# Per transformer block: OpenAI sub-name <-> HF sub-name (attn.in_proj_* is split/fused separately).
+_BLOCK = [('ln_1.', 'layer_norm1.'), ('ln_2.', 'layer_norm2.'), ('mlp.c_fc.', 'mlp.fc1.'),
+          ('mlp.c_proj.', 'mlp.fc2.'), ('attn.out_proj.', 'self_attn.out_proj.')]
+# Whole names (after the block rules): OpenAI <-> HF, and whether the tensor is transposed.
+_TOP = [('token_embedding.weight', 'text_model.embeddings.token_embedding.weight', False),
+        ('positional_embedding', 'text_model.embeddings.position_embedding.weight', False),
+        ('ln_final.', 'text_model.final_layer_norm.', False),
+        ('text_projection', 'text_projection.weight', True),
+        ('logit_scale', 'logit_scale', False)]
+_VIT_TOP = [('visual.conv1.weight', 'vision_model.embeddings.patch_embedding.weight', False),
+        ('visual.class_embedding', 'vision_model.embeddings.class_embedding', False),
+        ('visual.positional_embedding', 'vision_model.embeddings.position_embedding.weight', False),
+        ('visual.ln_pre.', 'vision_model.pre_layrnorm.', False),
+        ('visual.ln_post.', 'vision_model.post_layernorm.', False),
+        ('visual.proj', 'visual_projection.weight', True)]
+_PREFIXES = [('transformer.resblocks.', 'text_model.encoder.layers.'),
+             ('visual.transformer.resblocks.', 'vision_model.encoder.layers.')]
+
+
+def is_openai_checkpoint(path: str) -> bool:
+  """A state-dict file (.pt/.bin/.safetensors) or a directory holding open_clip's weight file."""
+  if os.path.isfile(path):
+    return True
+  return os.path.isdir(path) and not os.path.isfile(os.path.join(path, 'config.json')) and any(
+      os.path.isfile(os.path.join(path, f)) for f in OPENAI_FILES)
+
+
+def read_state_dict(path: str) -> dict[str, np.ndarray]:
+  """Tensors of an OpenAI-format checkpoint as float32 numpy; .pt/.bin need torch, .safetensors does not."""
+  if os.path.isdir(path):
+    path = next(os.path.join(path, f) for f in OPENAI_FILES if os.path.isfile(os.path.join(path, f)))
+  if path.endswith('.safetensors'):
+    from safetensors.numpy import load_file  # pylint: disable=import-outside-toplevel
+    state = load_file(path)
+  else:
+    try:
+      import torch  # pylint: disable=import-outside-toplevel
+    except ImportError as e:
+      raise ImportError(f'reading {path} needs PyTorch (pip install torch); or convert it to .safetensors') from e
+    try:  # OpenAI's released files are TorchScript archives; open_clip's .bin are plain state dicts
+      state = torch.jit.load(path, map_location='cpu').state_dict()
+    except RuntimeError:
+      state = torch.load(path, map_location='cpu', weights_only=True)
+      state = state.get('state_dict', state)
+    state = {k: v.float().numpy() for k, v in state.items()}
+  state = {k.removeprefix('module.'): v for k, v in state.items() if k not in _NON_TENSORS}
+  if 'token_embedding.weight' not in state:
+    raise ValueError(f'{path} is not an OpenAI-format CLIP state dict (no token_embedding.weight)')
+  return {k: np.asarray(v, np.float32) for k, v in state.items()}
+
+
+def config_from_state_dict(state: dict) -> CLIPConfig:
+  """Tower shapes read off the tensors, as OpenAI's ``build_model`` does (heads = width / 64)."""
+  def count(prefix):
+    return len({k[len(prefix):].split('.')[0] for k in state if k.startswith(prefix)})
+
+  text_width = state['ln_final.weight'].shape[0]
+  text = TextConfig(vocab_size=state['token_embedding.weight'].shape[0],
+                    context_length=state['positional_embedding'].shape[0], width=text_width,
+                    layers=count('transformer.resblocks.'), heads=text_width // 64, mlp_dim=4 * text_width,
+                    act='quick_gelu', eos_token_id=_LEGACY_ARGMAX_EOS)
+  embed_dim = state['text_projection'].shape[1]
+  if 'visual.proj' in state:
+    width, _, patch, _ = state['visual.conv1.weight'].shape
+    grid = round((state['visual.positional_embedding'].shape[0] - 1) ** 0.5)
+    vision = VisionConfig(image_size=patch * grid, patch_size=patch, width=width,
+                          layers=count('visual.transformer.resblocks.'), heads=width // 64, mlp_dim=4 * width)
+  else:
+    width = state['visual.layer1.0.conv1.weight'].shape[0]
+    grid = round((state['visual.attnpool.positional_embedding'].shape[0] - 1) ** 0.5)
+    vision = VisionConfig(image_size=32 * grid, width=width, heads=width * 32 // 64,
+                          stage_blocks=tuple(count(f'visual.layer{i}.') for i in range(1, 5)))
+  return CLIPConfig(vision=vision, text=text, embed_dim=embed_dim)
+
+
+def _rename(name: str, to_hf: bool, vit: bool) -> tuple[str, bool]:
+  """One tensor name across formats; returns (new name, transposed?). ResNet towers pass through."""
+  src, dst = (0, 1) if to_hf else (1, 0)
+  for pair in _PREFIXES:
+    if name.startswith(pair[src]):
+      rest = name[len(pair[src]):]
+      for block in _BLOCK:
+        rest = re.sub('^(\\d+\\.)' + re.escape(block[src]), lambda m, b=block: m.group(1) + b[dst], rest)
+      return pair[dst] + rest, False
+  for *pair, transposed in _TOP + (_VIT_TOP if vit else []):
+    if name == pair[src] or (pair[src].endswith('.') and name.startswith(pair[src])):
+      return pair[dst] + name[len(pair[src]):], transposed
+  resnet = ('visual.', 'vision_model.')
+  if name.startswith(resnet[src]):
+    return resnet[dst] + name[len(resnet[src]):], False
+  raise KeyError(f'tensor {name!r} has no counterpart in the {"HF" if to_hf else "OpenAI"} CLIP layout')
+
+
+def to_hf_names(state: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+  vit = 'visual.proj' in state
+  out = {}
+  for name, value in state.items():
+    if name.endswith('num_batches_tracked'):
+      continue
+    fused = re.fullmatch(r'(.*)\.attn\.in_proj_(weight|bias)', name)
+    if fused:
+      base, _ = _rename(fused.group(1) + '.ln_1.weight', True, vit)
+      base = base.removesuffix('layer_norm1.weight') + 'self_attn.'
+      for part, chunk in zip('qkv', np.split(value, 3, axis=0), strict=True):
+        out[f'{base}{part}_proj.{fused.group(2)}'] = chunk
+      continue
+    new, transposed = _rename(name, True, vit)
+    out[new] = value.T if transposed else value
+  return out
+
+
+def from_hf_names(tensors: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+  vit = 'visual_projection.weight' in tensors
+  out = {}
+  for name, value in tensors.items():
+    split = re.fullmatch(r'(.*)\.self_attn\.([qkv])_proj\.(weight|bias)', name)
+    if split:
+      if split.group(2) != 'q':
+        continue  # fused when q is seen
+      base, kind = split.group(1), split.group(3)
+      fused_base, _ = _rename(base + '.layer_norm1.weight', False, vit)
+      parts = [tensors[f'{base}.self_attn.{p}_proj.{kind}'] for p in 'qkv']
+      out[fused_base.removesuffix('ln_1.weight') + f'attn.in_proj_{kind}'] = np.concatenate(parts, axis=0)
+      continue
+    new, transposed = _rename(name, False, vit)
+    out[new] = value.T if transposed else value
+  return out

@@ -1,0 +1,105 @@
+"""ResNet towers and OpenAI-format checkpoints against OpenAI's own PyTorch CLIP (clip/model.py)."""
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+torch = pytest.importorskip('torch')
+
+import designclip_jax
+from designclip_jax import checkpoints
+from tests.openai_reference import make_openai_clip, text_ids, torch_forward
+
+VOCAB = 99
+MODELS = {
+    # stage blocks (1, 2, 1, 1): exercises a stride-1 downsample (layer1), a repeated block and strided stages
+    'resnet': dict(vision_layers=(1, 2, 1, 1), vision_width=16, image_resolution=64),
+    'resnet-96px': dict(vision_layers=(1, 1, 1, 1), vision_width=8, image_resolution=96, transformer_layers=1),
+    'vit': dict(vision_layers=2, vision_width=128, image_resolution=32, vision_patch_size=16),
+}
+
+
+def _rel_err(a, b):
+  return float(np.max(np.abs(a - b)) / np.max(np.abs(b)))
+
+
+def _inputs(size, seed=0):
+  rng = np.random.default_rng(seed)
+  return rng.normal(size=(3, size, size, 3)).astype(np.float32), text_ids(rng, 4, 16, VOCAB)
+
+
+def _save(model, path, fmt):
+  """As open_clip's safetensors directory, or as a plain torch state-dict file."""
+  state = {k: v.contiguous() for k, v in model.state_dict().items()}
+  if fmt == 'safetensors-dir':
+    from safetensors.torch import save_file
+    path.mkdir()
+    save_file(state, str(path / 'open_clip_model.safetensors'))
+    return str(path)
+  torch.save(state, str(path) + '.bin')
+  return str(path) + '.bin'
+
+
+@pytest.mark.parametrize('fmt', ['safetensors-dir', 'torch-bin'])
+@pytest.mark.parametrize('name', sorted(MODELS))
+def test_parity_with_openai_clip(tmp_path, name, fmt):
+  kwargs = MODELS[name]
+  ref = make_openai_clip(vocab_size=VOCAB, **kwargs)
+  model = designclip_jax.from_pretrained(_save(ref, tmp_path / 'ckpt', fmt))
+  assert model.config.vision.is_resnet == isinstance(kwargs['vision_layers'], tuple)
+  pixels, ids = _inputs(kwargs['image_resolution'])
+  ref_img, ref_txt, ref_logits = torch_forward(ref, pixels, ids)
+  assert _rel_err(np.asarray(model.encode_image(jnp.asarray(pixels))), ref_img) <= 1e-5
+  assert _rel_err(np.asarray(model.encode_text(jnp.asarray(ids))), ref_txt) <= 1e-5
+  assert _rel_err(np.asarray(model(jnp.asarray(pixels), jnp.asarray(ids))), ref_logits) <= 1e-5
+
+
+@pytest.mark.parametrize('name', ['resnet', 'vit'])
+def test_save_openai_round_trip_loads_in_openai_clip(tmp_path, name):
+  from safetensors.numpy import load_file
+  kwargs = MODELS[name]
+  source = make_openai_clip(vocab_size=VOCAB, **kwargs)
+  model = designclip_jax.from_pretrained(_save(source, tmp_path / 'src', 'safetensors-dir'))
+  designclip_jax.save_openai(model, str(tmp_path / 'out'))
+  exported = load_file(str(tmp_path / 'out' / 'open_clip_model.safetensors'))
+
+  target = make_openai_clip(vocab_size=VOCAB, seed=1, **kwargs)  # different weights until loaded
+  missing, unexpected = target.load_state_dict({k: torch.from_numpy(v) for k, v in exported.items()}, strict=False)
+  assert not unexpected
+  assert all(k.endswith('num_batches_tracked') for k in missing), missing  # a counter, not a weight
+  for key, value in source.state_dict().items():
+    if not key.endswith('num_batches_tracked'):
+      np.testing.assert_array_equal(exported[key], value.numpy(), err_msg=key)
+  pixels, ids = _inputs(kwargs['image_resolution'], seed=3)
+  for a, b in zip(torch_forward(target, pixels, ids), torch_forward(source, pixels, ids), strict=True):
+    np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6)
+
+
+def test_resnet_presets_have_openai_tensor_names_and_shapes():
+  """RN50 / RN101 as OpenAI builds them (vocab 49408, context 77): the same tensors with the same shapes."""
+  from flax import nnx
+  from designclip_jax import openai_checkpoints
+  from designclip_jax.models import CLIP, preset
+  from tests.openai_reference import openai_model_module
+  module = openai_model_module()
+  for name, layers, embed in (('RN50', (3, 4, 6, 3), 1024), ('RN101', (3, 4, 23, 3), 512)):
+    with torch.device('meta'):
+      ref = module.CLIP(embed, 224, layers, 64, None, 77, 49408, 512, 8, 12)
+    theirs = openai_checkpoints.to_hf_names({k: np.empty(v.shape, np.float32) for k, v in ref.state_dict().items()})
+    abstract = nnx.eval_shape(lambda name=name: CLIP(preset(name), rngs=nnx.Rngs(0)))
+    ours = {}
+    for flat_name, leaf in checkpoints._flat_params(abstract).items():
+      hf_name, to_hf, _ = checkpoints._hf_name(flat_name)
+      ours[hf_name] = to_hf(np.empty(leaf.shape, np.float32)).shape
+    assert ours == {k: v.shape for k, v in theirs.items()}, name
+
+
+def test_save_pretrained_refuses_a_resnet_and_bad_files_are_named(tmp_path):
+  ref = make_openai_clip(vocab_size=VOCAB, **MODELS['resnet'])
+  model = designclip_jax.from_pretrained(_save(ref, tmp_path / 'ckpt', 'safetensors-dir'))
+  with pytest.raises(ValueError, match='save_openai'):
+    designclip_jax.save_pretrained(model, str(tmp_path / 'hf'))
+  from safetensors.numpy import save_file
+  save_file({'weight': np.zeros(3, np.float32)}, str(tmp_path / 'other.safetensors'))
+  with pytest.raises(ValueError, match='other.safetensors is not an OpenAI-format CLIP'):
+    designclip_jax.from_pretrained(str(tmp_path / 'other.safetensors'))

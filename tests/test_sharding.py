@@ -87,3 +87,27 @@ def test_sharded_step_equals_single_device(tower, meshes):
     assert _max_abs(params, ref_params) <= 1e-5, shape
     if shape[1] > 1:
       assert sharded, f'fsdp={shape[1]} left every parameter replicated'
+
+
+@pytest.mark.parametrize('mesh_shape,micro_batches', [((1, 1), 4), ((2, 4), 2)])
+def test_accumulated_step_equals_the_full_batch_step(mesh_shape, micro_batches):
+  """GradCache accumulation: the same loss terms and parameters as one full-batch step (one device)."""
+  lambdas = (1.0, 0.1, 0.2)
+  ref_loss, ref_terms, _, ref_params, _ = _run((1, 1), lambdas)
+  loss, terms, params = _run_accumulated(mesh_shape, lambdas, micro_batches)
+  assert loss == pytest.approx(ref_loss, rel=1e-5)
+  for k in ref_terms:
+    assert float(terms[k]) == pytest.approx(float(ref_terms[k]), rel=1e-5), k
+  assert _max_abs(params, ref_params) <= 1e-5
+
+
+def _run_accumulated(mesh_shape, lambdas, micro_batches):
+  mesh = sharding.make_mesh(*mesh_shape, devices=jax.devices()[:mesh_shape[0] * mesh_shape[1]])
+  cfg = base_config().train
+  cfg.learning_rate, cfg.warmup_steps, cfg.steps = 1e-3, 0, 10
+  tx = train_step.make_optimizer(cfg)
+  abstract_model, abstract_opt, model_state, opt_state = train_step.init_state(_spec().build, tx, mesh)
+  compiled = train_step.compile_step(abstract_model, abstract_opt, mesh, lambdas, micro_batches)
+  model_state, _, metrics = compiled(model_state, opt_state, sharding.global_batch(_batch(), mesh))
+  metrics = jax.device_get(metrics)
+  return float(metrics['loss']), metrics, jax.device_get(nnx.to_pure_dict(model_state))

@@ -38,6 +38,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.train = ml_collections.ConfigDict()
   c.train.steps = 10000
   c.train.global_batch = 128
+  # >1: GradCache accumulation (train.step.accumulated_train_step): the same update with activations held
+  # for global_batch / micro_batches examples at a time, every negative kept; ~1/3 more tower compute
+  c.train.micro_batches = 1
   c.train.learning_rate = 1e-5
   c.train.warmup_steps = 500
   c.train.final_lr_fraction = 0.0

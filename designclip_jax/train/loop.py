@@ -136,12 +136,13 @@ def train_and_evaluate(config, workdir: str) -> dict:
 
   # ---- mesh, sharded state (shapes first, then allocation in place), jitted step
   mesh = sharding.make_mesh(config.mesh.data, config.mesh.fsdp)
-  if tc.global_batch % (mesh.size) or tc.global_batch % jax.process_count():
+  micro = tc.get('micro_batches', 1)
+  if micro < 1 or tc.global_batch % (mesh.size * micro) or tc.global_batch % jax.process_count():
     raise ValueError(f'train.global_batch={tc.global_batch} must be divisible by the {mesh.size} devices '
-                     f'and {jax.process_count()} processes')
+                     f'x train.micro_batches={micro}, and by the {jax.process_count()} processes')
   tx = make_optimizer(tc)
   abstract_model, abstract_opt, model_state, opt_state = init_state(lambda: spec.build(tc.seed), tx, mesh)
-  step_fn = compile_step(abstract_model, abstract_opt, mesh, lambdas)
+  step_fn = compile_step(abstract_model, abstract_opt, mesh, lambdas, micro)
   if spec.pretrained:
     model_state = _load_pretrained_towers(model_state, step_fn.model_sharding, spec)
 

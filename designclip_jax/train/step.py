@@ -93,6 +93,73 @@ def train_step(model: DesignCLIP, optimizer: nnx.Optimizer, batch, *, lambdas, m
           'temperature': 1.0 / jnp.exp(jnp.minimum(model.clip.logit_scale[...], losses.MAX_LOGIT_SCALE))}
 
 
+def accumulated_train_step(model: DesignCLIP, optimizer: nnx.Optimizer, batch, *, lambdas, mesh, micro_batches):
+  """The update of ``train_step`` on the whole batch, holding activations for one micro-batch at a time
+  (GradCache, Gao et al. 2021), so every contrastive negative is kept.
+
+  Pass 1 embeds each micro-batch without gradients; the contrastive terms and their gradients with respect
+  to the embeddings (and the logit scale) are taken over the full batch. Pass 2 re-runs each micro-batch
+  with gradients on a surrogate, Σ <dL/d embedding, embedding> + its share of L_CACLS, and sums the
+  parameter gradients. Costs one extra forward pass of the towers.
+  """
+  k, n = micro_batches, batch['image'].shape[0]
+  weight = batch['weight'].astype(jnp.float32)
+  batch = {**batch, 'weight': weight * (n / jnp.sum(weight))}  # normalised once, over the whole batch
+  # micro-batch i = rows i, i+k, i+2k, ...: with rows sharded in contiguous blocks, every device keeps
+  # n/(k·devices) rows of each micro-batch, so no micro-batch moves between devices
+  strided = jax.tree.map(lambda x: x.reshape(n // k, k, *x.shape[1:]), batch)
+  micro = lambda i: jax.tree.map(lambda x: x[:, i], strided)
+  with_view, with_head = bool(lambdas[2]), bool(lambdas[0])
+  graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+
+  def forward(p, mb, head):
+    return nnx.merge(graphdef, p, rest)(mb['image'], mb['view'], mb['tokens'], with_view=with_view, with_head=head)
+
+  # ---- pass 1: embeddings of the whole batch, no activations kept
+  names = ('image', 'text') + (('view',) if with_view else ())
+  dim = model.clip.config.embed_dim
+
+  def embed_one(i, buffers):
+    out = forward(params, micro(i), False)
+    return {name: buffers[name].at[:, i].set(out[name]) for name in names}
+
+  buffers = jax.lax.fori_loop(0, k, embed_one, {name: jnp.zeros((n // k, k, dim), jnp.float32) for name in names})
+  embeddings = {name: jax.lax.stop_gradient(v.reshape(n, dim)) for name, v in buffers.items()}
+
+  def contrastive(embeddings, logit_scale):
+    outputs = {**embeddings, 'view': embeddings.get('view'), 'class_logits': None}
+    contrastive_lambdas = (0.0, lambdas[1], lambdas[2])
+    terms = loss_terms(outputs, batch, logit_scale, contrastive_lambdas, mesh)
+    return losses.total_loss(terms, contrastive_lambdas), terms
+
+  logit_scale = params['clip']['logit_scale'][...]
+  (contrastive_loss, terms), (emb_grads, scale_grad) = jax.value_and_grad(contrastive, argnums=(0, 1), has_aux=True)(
+      embeddings, logit_scale)
+  emb_grads = {name: g.reshape(n // k, k, dim) for name, g in emb_grads.items()}
+
+  # ---- pass 2: per micro-batch, back-propagate the cached embedding gradients (+ its share of L_CACLS)
+  def surrogate(p, i):
+    mb = micro(i)
+    out = forward(p, mb, with_head)
+    value = sum(jnp.sum(emb_grads[name][:, i] * out[name]) for name in names)
+    value = value + scale_grad * p['clip']['logit_scale'][...] / k  # the logit scale's gradient, split k ways
+    cacls = losses.weighted_cross_entropy(out['class_logits'], mb['label'], mb['weight']) if with_head else 0.0
+    return value + lambdas[0] * cacls / k, cacls / k
+
+  def grad_one(i, carry):
+    grads, cacls = carry
+    g, c = jax.grad(surrogate, has_aux=True)(params, i)
+    return jax.tree.map(jnp.add, grads, g), cacls + c
+
+  zeros = jax.tree.map(jnp.zeros_like, params)
+  grads, cacls = jax.lax.fori_loop(0, k, grad_one, (zeros, jnp.zeros((), jnp.float32)))
+  if with_head:
+    terms = {'cacls': cacls, **terms}
+  optimizer.update(model, grads)
+  return {'loss': contrastive_loss + lambdas[0] * cacls, **terms, 'grad_norm': optax.global_norm(grads),
+          'temperature': 1.0 / jnp.exp(jnp.minimum(model.clip.logit_scale[...], losses.MAX_LOGIT_SCALE))}
+
+
 @dataclasses.dataclass
 class CompiledStep:
   """train_step jitted over (model state, optimizer state) with explicit shardings and donation."""
@@ -106,7 +173,7 @@ class CompiledStep:
     return self.fn(model_state, opt_state, batch)
 
 
-def compile_step(abstract_model, abstract_opt, mesh, lambdas) -> CompiledStep:
+def compile_step(abstract_model, abstract_opt, mesh, lambdas, micro_batches: int = 1) -> CompiledStep:
   model_graph, model_state = nnx.split(abstract_model)
   opt_graph, opt_state = nnx.split(abstract_opt)
   model_sharding = sharding.state_shardings(model_state, mesh)
@@ -115,7 +182,11 @@ def compile_step(abstract_model, abstract_opt, mesh, lambdas) -> CompiledStep:
   def pure_step(model_state, opt_state, batch):
     model = nnx.merge(model_graph, model_state)
     optimizer = nnx.merge(opt_graph, opt_state)
-    metrics = train_step(model, optimizer, batch, lambdas=lambdas, mesh=mesh)
+    if micro_batches > 1:
+      metrics = accumulated_train_step(model, optimizer, batch, lambdas=lambdas, mesh=mesh,
+                                       micro_batches=micro_batches)
+    else:
+      metrics = train_step(model, optimizer, batch, lambdas=lambdas, mesh=mesh)
     return nnx.state(model), nnx.state(optimizer), metrics
 
   fn = jax.jit(pure_step, in_shardings=(model_sharding, opt_sharding, sharding.batch_sharding(mesh)),

@@ -210,8 +210,13 @@ def save_pretrained(model: CLIP, path: str, tokenizer=None) -> None:
 
 def save_openai(model: CLIP, path: str, tokenizer=None) -> None:
   """Write ``model`` as an OpenAI-format state dict (``<path>/open_clip_model.safetensors``, the names of
-  OpenAI's clip/model.py, which open_clip loads); the tower shapes are implied by the tensors."""
+  OpenAI's clip/model.py, which open_clip loads); the tower shapes are implied by the tensors. Text is pooled
+  at argmax(ids) on reload, which is the EOS only with CLIP's tokenizer (EOS = the largest id)."""
   from safetensors.numpy import save_file  # pylint: disable=import-outside-toplevel
+  problems = openai_checkpoints.format_mismatches(model.config)
+  if problems:
+    raise ValueError('the OpenAI format cannot describe this model (its loaders would rebuild a different '
+                     'one): ' + '; '.join(problems) + '. Use save_pretrained (HF format) for it.')
   os.makedirs(path, exist_ok=True)
   state = openai_checkpoints.from_hf_names(params_to_hf(model))
   save_file({k: np.ascontiguousarray(v) for k, v in state.items()},

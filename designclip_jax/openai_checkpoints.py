@@ -95,6 +95,25 @@ def config_from_state_dict(state: dict) -> CLIPConfig:
   return CLIPConfig(vision=vision, text=text, embed_dim=embed_dim)
 
 
+def format_mismatches(cfg: CLIPConfig) -> list[str]:
+  """What OpenAI's format cannot express about ``cfg``: its loaders infer heads (width / 64), MLP width
+  (4x), activation (quick_gelu) and LayerNorm epsilon (1e-5) instead of storing them."""
+  problems = []
+  towers = [('text', cfg.text)] + ([] if cfg.vision.is_resnet else [('vision', cfg.vision)])
+  for name, tower in towers:
+    if tower.heads != tower.width // 64:
+      problems.append(f'{name} heads {tower.heads} != width {tower.width} / 64')
+    if tower.mlp_dim != 4 * tower.width:
+      problems.append(f'{name} mlp_dim {tower.mlp_dim} != 4 x width {tower.width}')
+    if tower.act != 'quick_gelu':
+      problems.append(f'{name} act {tower.act!r} != quick_gelu')
+  if cfg.vision.is_resnet and cfg.vision.heads != cfg.vision.width * 32 // 64:
+    problems.append(f'ResNet attention-pool heads {cfg.vision.heads} != width {cfg.vision.width} x 32 / 64')
+  if cfg.layer_norm_eps != 1e-5:
+    problems.append(f'layer_norm_eps {cfg.layer_norm_eps} != 1e-5')
+  return problems
+
+
 def _rename(name: str, to_hf: bool, vit: bool) -> tuple[str, bool]:
   """One tensor name across formats; returns (new name, transposed?). ResNet towers pass through."""
   src, dst = (0, 1) if to_hf else (1, 0)

@@ -99,6 +99,11 @@ def test_save_pretrained_refuses_a_resnet_and_bad_files_are_named(tmp_path):
   model = designclip_jax.from_pretrained(_save(ref, tmp_path / 'ckpt', 'safetensors-dir'))
   with pytest.raises(ValueError, match='save_openai'):
     designclip_jax.save_pretrained(model, str(tmp_path / 'hf'))
+  from designclip_jax.models import CLIP, preset
+  from flax import nnx
+  tiny = CLIP(preset('tiny', text_layers=1, vision_layers=1), rngs=nnx.Rngs(0))  # gelu, 4 heads of 32
+  with pytest.raises(ValueError, match=r"text heads 4 != width 128 / 64; .*vision act 'gelu' != quick_gelu"):
+    designclip_jax.save_openai(tiny, str(tmp_path / 'tiny'))
   from safetensors.numpy import save_file
   save_file({'weight': np.zeros(3, np.float32)}, str(tmp_path / 'other.safetensors'))
   with pytest.raises(ValueError, match='other.safetensors is not an OpenAI-format CLIP'):

@@ -21,6 +21,7 @@ from flax import nnx
 from designclip_jax import openai_checkpoints
 from designclip_jax.models.clip import CLIP
 from designclip_jax.models.config import CLIPConfig, TextConfig, VisionConfig
+from designclip_jax.models.text import LEGACY_EOS_TOKEN_ID
 
 WEIGHTS_NAME = 'model.safetensors'
 WEIGHTS_INDEX_NAME = 'model.safetensors.index.json'
@@ -180,13 +181,28 @@ def params_to_hf(model: CLIP) -> dict[str, np.ndarray]:
 
 # ----------------------------------------------------------------------------- public API
 
-def from_pretrained(path: str, *, dtype=jnp.float32, remat: bool = False) -> CLIP:
+def pool_at_tokenizer_eos(config: CLIPConfig, tokenizer) -> CLIPConfig:
+  """``config`` with text pooled at ``tokenizer``'s EOS where it pools at argmax(ids) (OpenAI checkpoints,
+  legacy HF configs). For CLIP's own tokenizer, whose EOS is the largest id, that is the same token; for
+  any other tokenizer it is the right one. Also checks that the tokenizer's ids fit the embedding."""
+  if tokenizer.vocab_size > config.text.vocab_size:
+    raise ValueError(f'the tokenizer has {tokenizer.vocab_size} tokens but the checkpoint embeds only '
+                     f'{config.text.vocab_size}: wrong tokenizer files')
+  if config.text.eos_token_id == LEGACY_EOS_TOKEN_ID:
+    return config.replace(text_eos_token_id=tokenizer.eos_token_id)
+  return config
+
+
+def from_pretrained(path: str, *, dtype=jnp.float32, remat: bool = False, tokenizer=None) -> CLIP:
   """Load an HF CLIP directory or an OpenAI-format checkpoint into an NNX ``CLIP`` (float32 params,
-  ``dtype`` compute)."""
+  ``dtype`` compute). With ``tokenizer``, argmax text pooling becomes pooling at its EOS
+  (``pool_at_tokenizer_eos``); without, the checkpoint's own rule is kept."""
   path = os.fspath(path)
   if not os.path.exists(path):
     raise FileNotFoundError(f'checkpoint {path!r} does not exist')
   config = load_config(path)
+  if tokenizer is not None:
+    config = pool_at_tokenizer_eos(config, tokenizer)
   abstract = nnx.eval_shape(lambda: CLIP(config, dtype=dtype, remat=remat, rngs=nnx.Rngs(0)))
   params = hf_to_params(read_weights(path), abstract)
   graphdef, state = nnx.split(abstract)

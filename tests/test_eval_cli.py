@@ -103,3 +103,31 @@ def test_missing_data_and_checkpoint_errors(tmp_path, capsys):
   with pytest.raises(SystemExit):
     _cli(['--checkpoint', str(tmp_path / 'nothing'), '--data', str(tmp_path)])
   assert 'neither a training workdir' in capsys.readouterr().err
+
+
+def test_openai_checkpoint_file_scores_like_a_workdir_started_from_it(synthetic_data, tmp_path):
+  """An OpenAI-format ResNet file (tokenizer beside it) given to --checkpoint scores exactly as a training
+  workdir initialised from it and not moved (learning rate 0): same weights, same text pooling rule."""
+  torch = pytest.importorskip('torch')
+  from designclip_jax.data.tokenizer import Tokenizer
+  from tests.openai_reference import make_openai_clip
+  _, _, data_dir = synthetic_data
+  tokenizer = Tokenizer.from_pretrained(pipeline.tokenizer_dir(data_dir), 32)
+  ref = make_openai_clip(vision_layers=(1, 1, 1, 1), vision_width=8, image_resolution=32, context_length=32,
+                         vocab_size=tokenizer.vocab_size, transformer_layers=1)
+  os.makedirs(tmp_path / 'openai')
+  checkpoint = str(tmp_path / 'openai' / 'RN-tiny.pt')
+  torch.save(ref.state_dict(), checkpoint)
+  tokenizer.save(str(tmp_path / 'openai'))
+  config = micro_config(data_dir, steps=1, learning_rate=0.0)
+  config.model.init = checkpoint
+  config.model.pixel_normalization = 'clip'
+  loop.train_and_evaluate(config, str(tmp_path / 'run'))
+
+  out = tmp_path / 'scores.json'
+  _cli(['--compare', str(tmp_path / 'run'), checkpoint, '--data', data_dir, '--task', 'zero_shot',
+        'image_retrieval', 'multimodal_retrieval', '--output', str(out)])
+  run, from_file = json.loads(out.read_text()).values()
+  assert run.keys() == from_file.keys() and 'top1' in run and 'mAP' in run
+  for k, v in run.items():
+    assert from_file[k] == pytest.approx(v, abs=1e-6), k

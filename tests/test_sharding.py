@@ -1,5 +1,7 @@
 """On 8 host devices: loss, gradients and updated parameters of a sharded step equal one device's."""
 
+import functools
+
 import jax
 import numpy as np
 import pytest
@@ -35,6 +37,7 @@ def _batch(n=16):
               patent=patent)
 
 
+@functools.lru_cache(maxsize=None)  # the one-device reference serves several tests
 def _run(mesh_shape, lambdas, tower='vit'):
   if jax.device_count() < 8:
     pytest.skip('needs 8 devices: XLA_FLAGS=--xla_force_host_platform_device_count=8 (set by conftest)')

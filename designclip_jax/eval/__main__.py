@@ -32,7 +32,8 @@ class UsageError(Exception):
 
 
 def load_model(path: str):
-  """(clip model, tokenizer, pixel normalization) from a training workdir or an HF CLIP directory."""
+  """(clip model, tokenizer, pixel normalization) from a training workdir, an HF CLIP directory or an
+  OpenAI-format checkpoint (tokenizer files beside it)."""
   from designclip_jax import checkpoints, openai_checkpoints  # pylint: disable=import-outside-toplevel
   from designclip_jax.data.tokenizer import Tokenizer  # pylint: disable=import-outside-toplevel
   from designclip_jax.train.model_spec import SPEC_FILE, ModelSpec  # pylint: disable=import-outside-toplevel
@@ -52,9 +53,9 @@ def load_model(path: str):
     mngr.close()
     return nnx.merge(graphdef, state).clip, spec.tokenizer(), spec.pixel_normalization
   if os.path.isfile(os.path.join(path, 'config.json')) or openai_checkpoints.is_openai_checkpoint(path):
-    model = checkpoints.from_pretrained(path)
     tokenizer_dir = path if os.path.isdir(path) else os.path.dirname(path)
-    return model, Tokenizer.from_pretrained(tokenizer_dir, model.config.text.context_length), 'clip'
+    tokenizer = Tokenizer.from_pretrained(tokenizer_dir, checkpoints.load_config(path).text.context_length)
+    return checkpoints.from_pretrained(path, tokenizer=tokenizer), tokenizer, 'clip'
   raise UsageError(f'{path!r} is neither a training workdir ({SPEC_FILE}), a Hugging Face CLIP directory '
                    '(config.json) nor an OpenAI-format checkpoint (.pt/.bin/.safetensors state dict)')
 

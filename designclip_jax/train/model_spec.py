@@ -14,7 +14,6 @@ from designclip_jax import checkpoints
 from designclip_jax.data.tokenizer import Tokenizer
 from designclip_jax.models import CLIP, CLIPConfig, TextConfig, VisionConfig, preset
 from designclip_jax.models.designclip import DesignCLIP
-from designclip_jax.models.text import LEGACY_EOS_TOKEN_ID
 
 SPEC_FILE = 'model.json'
 
@@ -62,14 +61,7 @@ def spec_from_config(model_cfg, num_classes: int, data_tokenizer_dir: str) -> Mo
   if model_cfg.init:
     clip = checkpoints.load_config(model_cfg.init)
     tokenizer_dir = model_cfg.init if os.path.isdir(model_cfg.init) else os.path.dirname(model_cfg.init)
-    tokenizer = Tokenizer.from_pretrained(tokenizer_dir)
-    if tokenizer.vocab_size > clip.text.vocab_size:
-      raise ValueError(f'the tokenizer in {tokenizer_dir} has {tokenizer.vocab_size} tokens but the checkpoint '
-                       f'{model_cfg.init} embeds only {clip.text.vocab_size}: wrong tokenizer files')
-    if clip.text.eos_token_id == LEGACY_EOS_TOKEN_ID:
-      # argmax pooling (OpenAI's encode_text) finds the EOS only where it is the largest id; pooling at the
-      # tokenizer's EOS is the same token for CLIP's own tokenizer and the right one for any other
-      clip = clip.replace(text_eos_token_id=tokenizer.eos_token_id)
+    clip = checkpoints.pool_at_tokenizer_eos(clip, Tokenizer.from_pretrained(tokenizer_dir))
   else:
     tokenizer = Tokenizer.from_pretrained(data_tokenizer_dir)
     clip = preset(model_cfg.preset, **dict(model_cfg.overrides)).replace(

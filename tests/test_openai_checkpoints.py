@@ -108,3 +108,32 @@ def test_save_pretrained_refuses_a_resnet_and_bad_files_are_named(tmp_path):
   save_file({'weight': np.zeros(3, np.float32)}, str(tmp_path / 'other.safetensors'))
   with pytest.raises(ValueError, match='other.safetensors is not an OpenAI-format CLIP'):
     designclip_jax.from_pretrained(str(tmp_path / 'other.safetensors'))
+
+
+def test_batch_statistics_mode_matches_torch_batchnorm_in_train_mode(tmp_path):
+  """model.batchnorm='batch' in training mode: the features and the updated running statistics of every
+  BatchNorm equal OpenAI's PyTorch model after one forward pass in train() mode."""
+  from flax import nnx
+  from designclip_jax import openai_checkpoints
+  from designclip_jax.models import CLIP
+  kwargs = MODELS['resnet']
+  ref = make_openai_clip(vocab_size=VOCAB, **kwargs)
+  loaded = designclip_jax.from_pretrained(_save(ref, tmp_path / 'ckpt', 'safetensors-dir'))
+  model = CLIP(loaded.config, batchnorm='batch', rngs=nnx.Rngs(0))
+  nnx.update(model, nnx.state(loaded))
+  pixels, _ = _inputs(kwargs['image_resolution'])
+  eval_features = np.asarray(model.encode_image(jnp.asarray(pixels)))  # eval mode: stored statistics
+  assert _rel_err(eval_features, np.asarray(loaded.encode_image(jnp.asarray(pixels)))) <= 1e-6
+
+  model.train()
+  ours = np.asarray(model.encode_image(jnp.asarray(pixels)))
+  ref.train()
+  with torch.no_grad():
+    theirs = ref.encode_image(torch.from_numpy(np.ascontiguousarray(pixels.transpose(0, 3, 1, 2)))).numpy()
+  assert _rel_err(ours, theirs) <= 1e-5
+  assert _rel_err(ours, eval_features) > 1e-2  # batch statistics really were used
+  exported = openai_checkpoints.from_hf_names(checkpoints.params_to_hf(model))
+  stats = [k for k in ref.state_dict() if k.endswith(('running_mean', 'running_var'))]
+  assert len(stats) == 2 * 22  # every BN layer: 3 in the stem, 3 in each of 5 bottlenecks, 4 downsamples
+  for key in stats:
+    np.testing.assert_allclose(exported[key], ref.state_dict()[key].numpy(), rtol=1e-5, atol=1e-6, err_msg=key)

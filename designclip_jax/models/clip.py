@@ -16,15 +16,17 @@ class CLIP(nnx.Module):
   """CLIP towers with HF-compatible parameter names.
 
   ``dtype`` is the compute dtype (parameters stay float32); ``remat`` recomputes each block's
-  activations in the backward pass to trade FLOPs for memory.
+  activations in the backward pass to trade FLOPs for memory; ``batchnorm`` ('frozen' | 'batch') is the
+  ResNet tower's BatchNorm mode (models/resnet.py).
   """
 
-  def __init__(self, config: CLIPConfig, *, dtype=jnp.float32, remat: bool = False, rngs: nnx.Rngs):
+  def __init__(self, config: CLIPConfig, *, dtype=jnp.float32, remat: bool = False, batchnorm: str = 'frozen',
+               rngs: nnx.Rngs):
     self.config = config
     opts = BlockOptions(dtype=dtype, layer_norm_eps=config.layer_norm_eps, remat=remat)
     self.text_model = TextTransformer(config.text, opts, rngs=rngs)
     if config.vision.is_resnet:  # the attention pool projects to the joint space itself
-      self.vision_model = ModifiedResNet(config.vision, config.embed_dim, opts, rngs=rngs)
+      self.vision_model = ModifiedResNet(config.vision, config.embed_dim, opts, batchnorm=batchnorm, rngs=rngs)
       self.visual_projection = None
     else:
       self.vision_model = VisionTransformer(config.vision, opts, rngs=rngs)

@@ -2,11 +2,14 @@
 (an average pool stands in for every stride), and a QKV attention pool in place of global average pooling.
 
 Attribute names mirror OpenAI's ``clip/model.py`` (``layer1.0.conv1``, ``attnpool.q_proj`` …) so the
-checkpoint converter is a table of renames. BatchNorm runs on its stored statistics in training as well as
-in evaluation ("frozen statistics", the usual way to fine-tune CLIP ResNets): the scale and bias still train,
-no batch statistics are gathered across devices, and a step's result does not depend on how the batch is
-split. From a random init the statistics are (0, 1) and each block's last BN scale is zero (OpenAI's init), so
-the residual branches start silent and the network trains without batch normalisation.
+checkpoint converter is a table of renames.
+
+BatchNorm has two modes (``batchnorm``). 'frozen' (default): stored statistics in training as well as in
+evaluation, scale and bias still train (open_clip's ``lock_image`` / ``freeze_bn_stats`` way); a step does not
+depend on how the batch is split, and GradCache accumulation stays exact. 'batch': in training mode
+(``module.train()``, set by the train step) normalise with the batch's statistics and update the stored ones
+as torch does (momentum 0.1, unbiased running variance); under ``jit`` over a sharded global batch the mean
+is taken over the whole global batch, i.e. synchronised BatchNorm. Evaluation always uses stored statistics.
 """
 
 from __future__ import annotations
@@ -36,19 +39,34 @@ class Conv(nnx.Module):
         [(self.pad, self.pad)] * 2, dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
 
 
-class FrozenBatchNorm(nnx.Module):
-  """y = (x - mean) / sqrt(var + eps) * scale + bias with stored (non-trainable) statistics."""
+BATCHNORM_MODES = ('frozen', 'batch')
+BN_MOMENTUM = 0.1  # torch.nn.BatchNorm2d's default
 
-  def __init__(self, channels: int, *, zero_scale: bool = False, rngs: nnx.Rngs):
+
+class BatchNorm(nnx.Module):
+  """y = (x - mean) / sqrt(var + eps) * scale + bias; which mean/var is used: see the module docstring."""
+
+  def __init__(self, channels: int, mode: str, *, zero_scale: bool = False, rngs: nnx.Rngs):
     init = nnx.initializers.zeros if zero_scale else nnx.initializers.ones
     self.scale = param(rngs, init, (channels,), ('embed',))
     self.bias = param(rngs, nnx.initializers.zeros, (channels,), ('embed',))
     self.mean = nnx.BatchStat(jnp.zeros((channels,), jnp.float32), out_sharding=('embed',), eager_sharding=False)
     self.var = nnx.BatchStat(jnp.ones((channels,), jnp.float32), out_sharding=('embed',), eager_sharding=False)
+    self.batch_statistics = mode == 'batch'
+    self.use_running_average = True  # nnx's Module.train() / eval() switch this
 
   def __call__(self, x):
-    mul = self.scale[...] * jax.lax.rsqrt(self.var[...] + BN_EPS)
-    add = self.bias[...] - self.mean[...] * mul
+    if self.batch_statistics and not self.use_running_average:
+      x32 = x.astype(jnp.float32)
+      mean = jnp.mean(x32, axis=(0, 1, 2))
+      var = jnp.mean(jnp.square(x32 - mean), axis=(0, 1, 2))  # biased, for normalising
+      n = x.shape[0] * x.shape[1] * x.shape[2]
+      self.mean[...] = (1 - BN_MOMENTUM) * self.mean[...] + BN_MOMENTUM * jax.lax.stop_gradient(mean)
+      self.var[...] = (1 - BN_MOMENTUM) * self.var[...] + BN_MOMENTUM * jax.lax.stop_gradient(var * n / max(n - 1, 1))
+    else:
+      mean, var = self.mean[...], self.var[...]
+    mul = self.scale[...] * jax.lax.rsqrt(var + BN_EPS)
+    add = self.bias[...] - mean * mul
     return x * mul.astype(x.dtype) + add.astype(x.dtype)
 
 
@@ -64,17 +82,17 @@ def avg_pool(x, size: int):
 class Bottleneck(nnx.Module):
   expansion = 4
 
-  def __init__(self, in_ch: int, planes: int, stride: int, dtype, *, rngs: nnx.Rngs):
+  def __init__(self, in_ch: int, planes: int, stride: int, dtype, bn: str, *, rngs: nnx.Rngs):
     out_ch = planes * self.expansion
     self.conv1 = Conv(in_ch, planes, 1, dtype=dtype, rngs=rngs)
-    self.bn1 = FrozenBatchNorm(planes, rngs=rngs)
+    self.bn1 = BatchNorm(planes, bn, rngs=rngs)
     self.conv2 = Conv(planes, planes, 3, dtype=dtype, rngs=rngs)
-    self.bn2 = FrozenBatchNorm(planes, rngs=rngs)
+    self.bn2 = BatchNorm(planes, bn, rngs=rngs)
     self.conv3 = Conv(planes, out_ch, 1, dtype=dtype, rngs=rngs)
-    self.bn3 = FrozenBatchNorm(out_ch, zero_scale=True, rngs=rngs)
+    self.bn3 = BatchNorm(out_ch, bn, zero_scale=True, rngs=rngs)
     self.stride = stride
     # [conv, bn] after an avg pool, like OpenAI's Sequential('-1': pool, '0': conv, '1': bn)
-    self.downsample = nnx.List([Conv(in_ch, out_ch, 1, dtype=dtype, rngs=rngs), FrozenBatchNorm(out_ch, rngs=rngs)]
+    self.downsample = nnx.List([Conv(in_ch, out_ch, 1, dtype=dtype, rngs=rngs), BatchNorm(out_ch, bn, rngs=rngs)]
                                ) if stride > 1 or in_ch != out_ch else None
 
   def __call__(self, x):
@@ -120,22 +138,25 @@ class ModifiedResNet(nnx.Module):
   """Returns (pooled, tokens): the attention-pooled embedding (B, D), already in the joint space, and all
   attention-pool outputs (B, 1+HW, D)."""
 
-  def __init__(self, cfg: VisionConfig, embed_dim: int, opts: BlockOptions, *, rngs: nnx.Rngs):
+  def __init__(self, cfg: VisionConfig, embed_dim: int, opts: BlockOptions, *, batchnorm: str = 'frozen',
+               rngs: nnx.Rngs):
+    if batchnorm not in BATCHNORM_MODES:
+      raise ValueError(f'batchnorm={batchnorm!r}; choose one of {BATCHNORM_MODES}')
     if cfg.image_size % 32:
       raise ValueError(f'a ResNet tower needs image_size divisible by 32, got {cfg.image_size}')
     width, dtype = cfg.width, opts.dtype
     self.conv1 = Conv(cfg.channels, width // 2, 3, stride=2, dtype=dtype, rngs=rngs)
-    self.bn1 = FrozenBatchNorm(width // 2, rngs=rngs)
+    self.bn1 = BatchNorm(width // 2, batchnorm, rngs=rngs)
     self.conv2 = Conv(width // 2, width // 2, 3, dtype=dtype, rngs=rngs)
-    self.bn2 = FrozenBatchNorm(width // 2, rngs=rngs)
+    self.bn2 = BatchNorm(width // 2, batchnorm, rngs=rngs)
     self.conv3 = Conv(width // 2, width, 3, dtype=dtype, rngs=rngs)
-    self.bn3 = FrozenBatchNorm(width, rngs=rngs)
+    self.bn3 = BatchNorm(width, batchnorm, rngs=rngs)
     in_ch = width
     for stage, blocks in enumerate(cfg.stage_blocks):
       planes = width * 2 ** stage
       layer = []
       for i in range(blocks):
-        layer.append(Bottleneck(in_ch, planes, 2 if (stage and not i) else 1, dtype, rngs=rngs))
+        layer.append(Bottleneck(in_ch, planes, 2 if (stage and not i) else 1, dtype, batchnorm, rngs=rngs))
         in_ch = planes * Bottleneck.expansion
       setattr(self, f'layer{stage + 1}', nnx.List(layer))
     self.num_stages = len(cfg.stage_blocks)

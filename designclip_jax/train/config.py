@@ -13,6 +13,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.model.overrides = ml_collections.ConfigDict()  # preset fields, e.g. vision_layers=2
   c.model.dtype = 'float32'        # compute dtype ('bfloat16' on TPU/GPU); parameters stay float32
   c.model.remat = False
+  c.model.batchnorm = 'frozen'     # ResNet towers: 'frozen' statistics or 'batch' (synchronised) statistics
   c.model.pixel_normalization = 'clip'  # 'sketch' (white -> 0) for towers trained from scratch
   c.model.head = 'fusion'          # 'fusion' (attention over image ⊕ text tokens) or 'linear'
   c.model.fusion_width = 256

@@ -31,13 +31,14 @@ class ModelSpec:
   remat: bool = False
   pretrained: str = ''  # checkpoint the towers start from (HF directory or OpenAI format; '' = random init)
   pixel_normalization: str = 'clip'  # data.images.PIXEL_NORMALIZATIONS
+  batchnorm: str = 'frozen'  # ResNet towers only: models.resnet.BATCHNORM_MODES
 
   def tokenizer(self) -> Tokenizer:
     return Tokenizer.from_pretrained(self.tokenizer_dir, self.clip.text.context_length)
 
   def build(self, seed: int = 0) -> DesignCLIP:
     dtype = jnp.dtype(self.dtype)
-    clip = CLIP(self.clip, dtype=dtype, remat=self.remat, rngs=nnx.Rngs(seed))
+    clip = CLIP(self.clip, dtype=dtype, remat=self.remat, batchnorm=self.batchnorm, rngs=nnx.Rngs(seed))
     return DesignCLIP(clip, self.num_classes, head=self.head, fusion_width=self.fusion_width,
                       fusion_layers=self.fusion_layers, fusion_heads=self.fusion_heads, dtype=dtype,
                       rngs=nnx.Rngs(seed + 1))
@@ -71,4 +72,5 @@ def spec_from_config(model_cfg, num_classes: int, data_tokenizer_dir: str) -> Mo
                    head=model_cfg.head, fusion_width=model_cfg.fusion_width, fusion_layers=model_cfg.fusion_layers,
                    fusion_heads=model_cfg.fusion_heads, dtype=model_cfg.dtype, remat=model_cfg.remat,
                    pretrained=os.path.abspath(model_cfg.init) if model_cfg.init else '',
-                   pixel_normalization=model_cfg.pixel_normalization)
+                   pixel_normalization=model_cfg.pixel_normalization,
+                   batchnorm=model_cfg.get('batchnorm', 'frozen'))

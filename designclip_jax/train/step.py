@@ -87,6 +87,7 @@ def forward_loss(model: DesignCLIP, batch, lambdas, mesh):
 
 def train_step(model: DesignCLIP, optimizer: nnx.Optimizer, batch, *, lambdas, mesh):
   """One optimizer update in place; returns the step's metrics."""
+  model.train()  # ResNet BatchNorm in 'batch' mode normalises with (and records) batch statistics
   (loss, terms), grads = nnx.value_and_grad(forward_loss, has_aux=True)(model, batch, lambdas, mesh)
   optimizer.update(model, grads)
   return {'loss': loss, **terms, 'grad_norm': optax.global_norm(grads),
@@ -102,6 +103,9 @@ def accumulated_train_step(model: DesignCLIP, optimizer: nnx.Optimizer, batch, *
   with gradients on a surrogate, Σ <dL/d embedding, embedding> + its share of L_CACLS, and sums the
   parameter gradients. Costs one extra forward pass of the towers.
   """
+  if any(getattr(m, 'batch_statistics', False) for _, m in nnx.iter_modules(model)):
+    raise ValueError("train.micro_batches > 1 needs towers whose output does not depend on the rest of the "
+                     "batch: use model.batchnorm='frozen' (batch statistics would differ per micro-batch)")
   k, n = micro_batches, batch['image'].shape[0]
   weight = batch['weight'].astype(jnp.float32)
   batch = {**batch, 'weight': weight * (n / jnp.sum(weight))}  # normalised once, over the whole batch

@@ -6,10 +6,22 @@ os.environ.setdefault('XLA_FLAGS', '--xla_force_host_platform_device_count=8')
 os.environ.setdefault('JAX_PLATFORMS', 'cpu')
 os.environ.setdefault('OMP_WAIT_POLICY', 'PASSIVE')
 
+import atexit
 import pathlib
+import shutil
+import tempfile
 
+import jax
 import pytest
 from absl import flags
+
+# Many tests compile the same programs (every resumed run, every second run re-jits its step): XLA's
+# persistent cache turns those into cache hits. A fresh directory per session, so nothing stale is reused.
+if 'JAX_COMPILATION_CACHE_DIR' not in os.environ:  # set in the environment so subprocesses share it
+  os.environ['JAX_COMPILATION_CACHE_DIR'] = tempfile.mkdtemp(prefix='designclip-xla-cache-')
+  atexit.register(shutil.rmtree, os.environ['JAX_COMPILATION_CACHE_DIR'], ignore_errors=True)
+jax.config.update('jax_compilation_cache_dir', os.environ['JAX_COMPILATION_CACHE_DIR'])
+jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.5)
 
 # Grain worker processes read absl flags; an unparsed FLAGS object makes them crash.
 flags.FLAGS.mark_as_parsed()

@@ -174,7 +174,7 @@ def _pretrained_checkpoint(kind, tmp_path, tokenizer):
 
 
 @pytest.mark.parametrize('kind', ['hf', 'openai-resnet'])
-def test_training_starts_from_a_checkpoint_and_keeps_a_frozen_tower(synthetic_data, tmp_path, kind):
+def test_training_starts_from_a_checkpoint_and_keeps_a_frozen_tower(synthetic_data, tmp_path, monkeypatch, kind):
   """model.init loads both towers from a transformers directory or an OpenAI-format file (here a ResNet
   tower); train.freeze_vision keeps the vision tower bit-identical (no update, no weight decay) while the
   text tower moves by at most what Adam allows."""
@@ -188,9 +188,16 @@ def test_training_starts_from_a_checkpoint_and_keeps_a_frozen_tower(synthetic_da
   steps, lr = 4, 1e-3
   config = micro_config(data_dir, steps=steps, checkpoint_every=2, learning_rate=lr, freeze_vision=True)
   config.model.init = init
-  config.train.steps = steps // 2
-  loop.train_and_evaluate(config, str(tmp_path / 'run'))
-  config.train.steps = steps  # resumes: the frozen tower's optimizer state is array-free (optax.MaskedNode)
+
+  def preempt(index, local):
+    if index == 1:
+      os.kill(os.getpid(), signal.SIGTERM)  # stops after step 2, with a checkpoint
+    return local
+
+  BatchRecorder(monkeypatch, preempt)
+  assert loop.train_and_evaluate(config, str(tmp_path / 'run'))['step'] == 2
+  BatchRecorder(monkeypatch)
+  # resumes: the frozen tower's optimizer state is array-free (optax.MaskedNode)
   loop.train_and_evaluate(config, str(tmp_path / 'run'))
   assert len(_losses(str(tmp_path / 'run'))) == steps  # the second call went on from step 2, not from 0
 

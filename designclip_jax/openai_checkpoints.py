@@ -62,7 +62,12 @@ def read_state_dict(path: str) -> dict[str, np.ndarray]:
     try:  # OpenAI's released files are TorchScript archives; open_clip's .bin are plain state dicts
       state = torch.jit.load(path, map_location='cpu').state_dict()
     except RuntimeError:
-      state = torch.load(path, map_location='cpu', weights_only=True)
+      try:
+        state = torch.load(path, map_location='cpu', weights_only=True)
+      except Exception as e:  # pickle, zip and torch errors alike: name the file
+        raise ValueError(f'{path} is not a PyTorch checkpoint: {e.__class__.__name__}: {e}') from e
+      if not isinstance(state, dict):
+        raise ValueError(f'{path} holds a {type(state).__name__}, not a state dict')
       state = state.get('state_dict', state)
     state = {k: v.float().numpy() for k, v in state.items()}
   state = {k.removeprefix('module.'): v for k, v in state.items() if k not in _NON_TENSORS}

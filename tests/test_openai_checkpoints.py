@@ -108,6 +108,9 @@ def test_save_pretrained_refuses_a_resnet_and_bad_files_are_named(tmp_path):
   save_file({'weight': np.zeros(3, np.float32)}, str(tmp_path / 'other.safetensors'))
   with pytest.raises(ValueError, match='other.safetensors is not an OpenAI-format CLIP'):
     designclip_jax.from_pretrained(str(tmp_path / 'other.safetensors'))
+  (tmp_path / 'notes.pt').write_text('not a checkpoint')
+  with pytest.raises(ValueError, match='notes.pt is not a PyTorch checkpoint'):
+    designclip_jax.from_pretrained(str(tmp_path / 'notes.pt'))
 
 
 def test_batch_statistics_mode_matches_torch_batchnorm_in_train_mode(tmp_path):

@@ -94,7 +94,8 @@ def parse_args(argv):
                               formatter_class=argparse.RawDescriptionHelpFormatter)
   p.add_argument('--task', nargs='+', default=['all'], choices=list(runner.TASKS) + ['all'])
   src = p.add_mutually_exclusive_group(required=True)
-  src.add_argument('--checkpoint', help='training workdir or HF CLIP directory')
+  src.add_argument('--checkpoint', help='training workdir, HF CLIP directory or OpenAI-format checkpoint '
+                   '(.pt/.bin/.safetensors)')
   src.add_argument('--compare', nargs='+', metavar='CKPT', help='several checkpoints, side by side')
   src.add_argument('--embeddings', help='.npz of precomputed embeddings')
   p.add_argument('--data', help='ingested data set directory (with --checkpoint/--compare)')

@@ -59,21 +59,27 @@ def read_state_dict(path: str) -> dict[str, np.ndarray]:
       import torch  # pylint: disable=import-outside-toplevel
     except ImportError as e:
       raise ImportError(f'reading {path} needs PyTorch (pip install torch); or convert it to .safetensors') from e
-    try:  # OpenAI's released files are TorchScript archives; open_clip's .bin are plain state dicts
-      state = torch.jit.load(path, map_location='cpu').state_dict()
-    except RuntimeError:
-      try:
-        state = torch.load(path, map_location='cpu', weights_only=True)
-      except Exception as e:  # pickle, zip and torch errors alike: name the file
-        raise ValueError(f'{path} is not a PyTorch checkpoint: {e.__class__.__name__}: {e}') from e
-      if not isinstance(state, dict):
-        raise ValueError(f'{path} holds a {type(state).__name__}, not a state dict')
-      state = state.get('state_dict', state)
+    state = _read_torch_file(path, torch)
     state = {k: v.float().numpy() for k, v in state.items()}
   state = {k.removeprefix('module.'): v for k, v in state.items() if k not in _NON_TENSORS}
   if 'token_embedding.weight' not in state:
     raise ValueError(f'{path} is not an OpenAI-format CLIP state dict (no token_embedding.weight)')
   return {k: np.asarray(v, np.float32) for k, v in state.items()}
+
+
+def _read_torch_file(path: str, torch) -> dict:
+  """OpenAI's released files are TorchScript archives; open_clip's .bin are plain (maybe wrapped) state dicts."""
+  try:
+    return torch.jit.load(path, map_location='cpu').state_dict()
+  except RuntimeError:
+    pass
+  try:
+    state = torch.load(path, map_location='cpu', weights_only=True)
+  except Exception as e:  # pickle, zip and torch errors alike: name the file
+    raise ValueError(f'{path} is not a PyTorch checkpoint: {e.__class__.__name__}: {e}') from e
+  if not isinstance(state, dict):
+    raise ValueError(f'{path} holds a {type(state).__name__}, not a state dict')
+  return state.get('state_dict', state)
 
 
 def config_from_state_dict(state: dict) -> CLIPConfig:

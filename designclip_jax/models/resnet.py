@@ -111,6 +111,8 @@ class AttentionPool(nnx.Module):
   space. Every position is returned: the first is CLIP's pooled embedding, the rest feed the fusion head."""
 
   def __init__(self, grid: int, width: int, heads: int, out_dim: int, dtype, *, rngs: nnx.Rngs):
+    if width % heads:
+      raise ValueError(f'attention-pool width {width} is not divisible by heads={heads} (vision_heads)')
     self.positional_embedding = param(rngs, nnx.initializers.normal(width ** -0.5), (grid * grid + 1, width),
                                       (None, 'embed'))
     self.q_proj = Dense(width, width, ('embed', 'heads'), dtype=dtype, rngs=rngs)

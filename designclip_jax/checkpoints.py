@@ -110,7 +110,7 @@ def config_to_hf(cfg: CLIPConfig):
 def load_config(path: str) -> CLIPConfig:
   """Tower shapes of an HF directory (config.json) or an OpenAI-format checkpoint (read off its tensors)."""
   if openai_checkpoints.is_openai_checkpoint(path):
-    return openai_checkpoints.config_from_state_dict(openai_checkpoints.read_state_dict(path))
+    return openai_checkpoints.config_from_shapes(openai_checkpoints.read_shapes(path))
   config_file = os.path.join(path, 'config.json')
   if not os.path.isfile(config_file):
     raise FileNotFoundError(f'{config_file} not found: expected a Hugging Face CLIP directory '
@@ -144,11 +144,13 @@ def read_safetensors(path: str) -> dict[str, np.ndarray]:
                           'checkpoints must first be re-saved as safetensors')
 
 
-def read_weights(path: str) -> dict[str, np.ndarray]:
-  """A checkpoint's tensors under HF-style names, whichever format it is in."""
+def read_checkpoint(path: str) -> tuple[CLIPConfig, dict[str, np.ndarray]]:
+  """A checkpoint's config and its tensors under HF-style names, whichever format it is in (weights read once)."""
   if openai_checkpoints.is_openai_checkpoint(path):
-    return openai_checkpoints.to_hf_names(openai_checkpoints.read_state_dict(path))
-  return read_safetensors(path)
+    state = openai_checkpoints.read_state_dict(path)
+    return (openai_checkpoints.config_from_shapes({k: v.shape for k, v in state.items()}),
+            openai_checkpoints.to_hf_names(state))
+  return load_config(path), read_safetensors(path)
 
 
 def hf_to_params(tensors: dict[str, np.ndarray], abstract: CLIP) -> dict:
@@ -200,11 +202,11 @@ def from_pretrained(path: str, *, dtype=jnp.float32, remat: bool = False, tokeni
   path = os.fspath(path)
   if not os.path.exists(path):
     raise FileNotFoundError(f'checkpoint {path!r} does not exist')
-  config = load_config(path)
+  config, tensors = read_checkpoint(path)
   if tokenizer is not None:
     config = pool_at_tokenizer_eos(config, tokenizer)
   abstract = nnx.eval_shape(lambda: CLIP(config, dtype=dtype, remat=remat, rngs=nnx.Rngs(0)))
-  params = hf_to_params(read_weights(path), abstract)
+  params = hf_to_params(tensors, abstract)
   graphdef, state = nnx.split(abstract)
   nnx.replace_by_pure_dict(state, jax.tree.map(jnp.asarray, params))
   return nnx.merge(graphdef, state)

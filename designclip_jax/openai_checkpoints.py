@@ -15,10 +15,10 @@ import re
 import numpy as np
 
 from designclip_jax.models.config import CLIPConfig, TextConfig, VisionConfig
+from designclip_jax.models.text import LEGACY_EOS_TOKEN_ID
 
 OPENAI_FILES = ('open_clip_model.safetensors', 'open_clip_pytorch_model.bin')
 _NON_TENSORS = {'input_resolution', 'context_length', 'vocab_size'}  # scalars OpenAI's .pt files carry
-_LEGACY_ARGMAX_EOS = 2  # models.text: pool at argmax(ids), which is what OpenAI's encode_text does
 
 # Per transformer block: OpenAI sub-name <-> HF sub-name (attn.in_proj_* is split/fused separately).
 _BLOCK = [('ln_1.', 'layer_norm1.'), ('ln_2.', 'layer_norm2.'), ('mlp.c_fc.', 'mlp.fc1.'),
@@ -47,10 +47,23 @@ def is_openai_checkpoint(path: str) -> bool:
       os.path.isfile(os.path.join(path, f)) for f in OPENAI_FILES)
 
 
+def _weights_file(path: str) -> str:
+  if os.path.isdir(path):
+    return next(os.path.join(path, f) for f in OPENAI_FILES if os.path.isfile(os.path.join(path, f)))
+  return path
+
+
+def _clean(state: dict, path: str) -> dict:
+  """Drop OpenAI's scalar entries and DataParallel's 'module.' prefix; refuse what is not a CLIP state dict."""
+  state = {k.removeprefix('module.'): v for k, v in state.items() if k not in _NON_TENSORS}
+  if 'token_embedding.weight' not in state:
+    raise ValueError(f'{path} is not an OpenAI-format CLIP state dict (no token_embedding.weight)')
+  return state
+
+
 def read_state_dict(path: str) -> dict[str, np.ndarray]:
   """Tensors of an OpenAI-format checkpoint as float32 numpy; .pt/.bin need torch, .safetensors does not."""
-  if os.path.isdir(path):
-    path = next(os.path.join(path, f) for f in OPENAI_FILES if os.path.isfile(os.path.join(path, f)))
+  path = _weights_file(path)
   if path.endswith('.safetensors'):
     from safetensors.numpy import load_file  # pylint: disable=import-outside-toplevel
     state = load_file(path)
@@ -59,12 +72,18 @@ def read_state_dict(path: str) -> dict[str, np.ndarray]:
       import torch  # pylint: disable=import-outside-toplevel
     except ImportError as e:
       raise ImportError(f'reading {path} needs PyTorch (pip install torch); or convert it to .safetensors') from e
-    state = _read_torch_file(path, torch)
-    state = {k: v.float().numpy() for k, v in state.items()}
-  state = {k.removeprefix('module.'): v for k, v in state.items() if k not in _NON_TENSORS}
-  if 'token_embedding.weight' not in state:
-    raise ValueError(f'{path} is not an OpenAI-format CLIP state dict (no token_embedding.weight)')
-  return {k: np.asarray(v, np.float32) for k, v in state.items()}
+    state = {k: v.float().numpy() for k, v in _read_torch_file(path, torch).items()}
+  return {k: np.asarray(v, np.float32) for k, v in _clean(state, path).items()}
+
+
+def read_shapes(path: str) -> dict[str, tuple[int, ...]]:
+  """Tensor shapes only: from the safetensors header without reading any weights (a .pt is read whole)."""
+  file = _weights_file(path)
+  if not file.endswith('.safetensors'):
+    return {k: v.shape for k, v in read_state_dict(path).items()}
+  from safetensors import safe_open  # pylint: disable=import-outside-toplevel
+  with safe_open(file, framework='np') as f:
+    return _clean({k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}, file)
 
 
 def _read_torch_file(path: str, torch) -> dict:
@@ -82,25 +101,26 @@ def _read_torch_file(path: str, torch) -> dict:
   return state.get('state_dict', state)
 
 
-def config_from_state_dict(state: dict) -> CLIPConfig:
-  """Tower shapes read off the tensors, as OpenAI's ``build_model`` does (heads = width / 64)."""
+def config_from_shapes(shapes: dict[str, tuple[int, ...]]) -> CLIPConfig:
+  """Tower shapes read off the tensor shapes, as OpenAI's ``build_model`` does (heads = width / 64); text is
+  pooled at argmax(ids), as OpenAI's encode_text does."""
   def count(prefix):
-    return len({k[len(prefix):].split('.')[0] for k in state if k.startswith(prefix)})
+    return len({k[len(prefix):].split('.')[0] for k in shapes if k.startswith(prefix)})
 
-  text_width = state['ln_final.weight'].shape[0]
-  text = TextConfig(vocab_size=state['token_embedding.weight'].shape[0],
-                    context_length=state['positional_embedding'].shape[0], width=text_width,
+  text_width = shapes['ln_final.weight'][0]
+  text = TextConfig(vocab_size=shapes['token_embedding.weight'][0],
+                    context_length=shapes['positional_embedding'][0], width=text_width,
                     layers=count('transformer.resblocks.'), heads=text_width // 64, mlp_dim=4 * text_width,
-                    act='quick_gelu', eos_token_id=_LEGACY_ARGMAX_EOS)
-  embed_dim = state['text_projection'].shape[1]
-  if 'visual.proj' in state:
-    width, _, patch, _ = state['visual.conv1.weight'].shape
-    grid = round((state['visual.positional_embedding'].shape[0] - 1) ** 0.5)
+                    act='quick_gelu', eos_token_id=LEGACY_EOS_TOKEN_ID)
+  embed_dim = shapes['text_projection'][1]
+  if 'visual.proj' in shapes:
+    width, _, patch, _ = shapes['visual.conv1.weight']
+    grid = round((shapes['visual.positional_embedding'][0] - 1) ** 0.5)
     vision = VisionConfig(image_size=patch * grid, patch_size=patch, width=width,
                           layers=count('visual.transformer.resblocks.'), heads=width // 64, mlp_dim=4 * width)
   else:
-    width = state['visual.layer1.0.conv1.weight'].shape[0]
-    grid = round((state['visual.attnpool.positional_embedding'].shape[0] - 1) ** 0.5)
+    width = shapes['visual.layer1.0.conv1.weight'][0]
+    grid = round((shapes['visual.attnpool.positional_embedding'][0] - 1) ** 0.5)
     vision = VisionConfig(image_size=32 * grid, width=width, heads=width * 32 // 64,
                           stage_blocks=tuple(count(f'visual.layer{i}.') for i in range(1, 5)))
   return CLIPConfig(vision=vision, text=text, embed_dim=embed_dim)

@@ -45,7 +45,9 @@ def _save(model, path, fmt):
 def test_parity_with_openai_clip(tmp_path, name, fmt):
   kwargs = MODELS[name]
   ref = make_openai_clip(vocab_size=VOCAB, **kwargs)
-  model = designclip_jax.from_pretrained(_save(ref, tmp_path / 'ckpt', fmt))
+  path = _save(ref, tmp_path / 'ckpt', fmt)
+  model = designclip_jax.from_pretrained(path)
+  assert checkpoints.load_config(path) == model.config  # shapes only (the safetensors header) give the same
   assert model.config.vision.is_resnet == isinstance(kwargs['vision_layers'], tuple)
   pixels, ids = _inputs(kwargs['image_resolution'])
   ref_img, ref_txt, ref_logits = torch_forward(ref, pixels, ids)

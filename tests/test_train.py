@@ -204,7 +204,7 @@ def test_training_starts_from_a_checkpoint_and_keeps_a_frozen_tower(synthetic_da
   trained, _ = _final_params(str(tmp_path / 'run'))
   spec = ModelSpec.load(str(tmp_path / 'run'))
   assert spec.clip.text.eos_token_id == tokenizer.eos_token_id  # pooled at the tokenizer's EOS, not argmax
-  reference = checkpoints.hf_to_params(checkpoints.read_weights(init), nnx.eval_shape(lambda: spec.build().clip))
+  reference = checkpoints.hf_to_params(checkpoints.read_checkpoint(init)[1], nnx.eval_shape(lambda: spec.build().clip))
   fresh = nnx.to_pure_dict(nnx.state(spec.build(seed=7).clip, nnx.Any(nnx.Param, nnx.BatchStat)))
   leaves = lambda tree: dict(jax.tree_util.tree_flatten_with_path(tree)[0])
   trained_clip, reference, fresh = leaves(trained['clip']), leaves(reference), leaves(fresh)

@@ -54,8 +54,8 @@ def load_model(path: str):
     return nnx.merge(graphdef, state).clip, spec.tokenizer(), spec.pixel_normalization
   if os.path.isfile(os.path.join(path, 'config.json')) or openai_checkpoints.is_openai_checkpoint(path):
     tokenizer_dir = path if os.path.isdir(path) else os.path.dirname(path)
-    tokenizer = Tokenizer.from_pretrained(tokenizer_dir, checkpoints.load_config(path).text.context_length)
-    return checkpoints.from_pretrained(path, tokenizer=tokenizer), tokenizer, 'clip'
+    model = checkpoints.from_pretrained(path, tokenizer=Tokenizer.from_pretrained(tokenizer_dir))
+    return model, Tokenizer.from_pretrained(tokenizer_dir, model.config.text.context_length), 'clip'
   raise UsageError(f'{path!r} is neither a training workdir ({SPEC_FILE}), a Hugging Face CLIP directory '
                    '(config.json) nor an OpenAI-format checkpoint (.pt/.bin/.safetensors state dict)')
 

@@ -98,7 +98,7 @@ def _check_finite(step: int, metrics: dict) -> dict:
 def _load_pretrained_towers(model_state, model_sharding, spec: ModelSpec):
   """Replace the randomly initialised towers by the checkpoint's weights, placed in their shardings."""
   abstract = nnx.eval_shape(lambda: spec.build().clip)
-  params = checkpoints.hf_to_params(checkpoints.read_weights(spec.pretrained), abstract)
+  params = checkpoints.hf_to_params(checkpoints.read_checkpoint(spec.pretrained)[1], abstract)
   pure = nnx.to_pure_dict(model_state)
   pure['clip'] = params
   shardings = nnx.to_pure_dict(model_sharding)
@@ -136,7 +136,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
 
   # ---- mesh, sharded state (shapes first, then allocation in place), jitted step
   mesh = sharding.make_mesh(config.mesh.data, config.mesh.fsdp)
-  micro = tc.get('micro_batches', 1)
+  micro = tc.micro_batches
   if micro < 1 or tc.global_batch % (mesh.size * micro) or tc.global_batch % jax.process_count():
     raise ValueError(f'train.global_batch={tc.global_batch} must be divisible by the {mesh.size} devices '
                      f'x train.micro_batches={micro}, and by the {jax.process_count()} processes')

@@ -73,4 +73,4 @@ def spec_from_config(model_cfg, num_classes: int, data_tokenizer_dir: str) -> Mo
                    fusion_heads=model_cfg.fusion_heads, dtype=model_cfg.dtype, remat=model_cfg.remat,
                    pretrained=os.path.abspath(model_cfg.init) if model_cfg.init else '',
                    pixel_normalization=model_cfg.pixel_normalization,
-                   batchnorm=model_cfg.get('batchnorm', 'frozen'))
+                   batchnorm=model_cfg.batchnorm)

@@ -67,7 +67,7 @@ def global_contrastive_loss(a, b, ids, weights, logit_scale, mesh):
 def loss_terms(outputs, batch, logit_scale, lambdas, mesh):
   """Every enabled loss term (each already a mean over the global batch)."""
   w = batch['weight'].astype(jnp.float32)
-  w = w * (w.shape[0] / jnp.sum(w))  # mean 1 over the global batch
+  w = losses.normalize_weights(w, jnp.sum(w), w.shape[0])  # mean 1 over the global batch
   terms = {}
   if lambdas[0]:
     terms['cacls'] = losses.weighted_cross_entropy(outputs['class_logits'], batch['label'], w)
@@ -108,7 +108,7 @@ def accumulated_train_step(model: DesignCLIP, optimizer: nnx.Optimizer, batch, *
                      "batch: use model.batchnorm='frozen' (batch statistics would differ per micro-batch)")
   k, n = micro_batches, batch['image'].shape[0]
   weight = batch['weight'].astype(jnp.float32)
-  batch = {**batch, 'weight': weight * (n / jnp.sum(weight))}  # normalised once, over the whole batch
+  batch = {**batch, 'weight': losses.normalize_weights(weight, jnp.sum(weight), n)}  # once, over the whole batch
   # micro-batch i = rows i, i+k, i+2k, ...: with rows sharded in contiguous blocks, every device keeps
   # n/(k·devices) rows of each micro-batch, so no micro-batch moves between devices
   strided = jax.tree.map(lambda x: x.reshape(n // k, k, *x.shape[1:]), batch)

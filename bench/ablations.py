@@ -65,7 +65,7 @@ def make_config(setting, seed, steps, batch):
 def run_one(setting, seed, steps, batch, workdir):
   from designclip_jax.data import pipeline
   from designclip_jax.eval import runner
-  from designclip_jax.eval.__main__ import load_model
+  from designclip_jax.weights.loader import load_model
   from designclip_jax.train.loop import train_and_evaluate
   config = make_config(setting, seed, steps, batch)
   start = time.perf_counter()

@@ -26,7 +26,7 @@ def compiled_step(clip_cfg, batch, micro, allocate=False):
 
   from designclip_jax import sharding
   from designclip_jax.train.config import base_config
-  from designclip_jax.train.model_spec import ModelSpec
+  from designclip_jax.weights.model_spec import ModelSpec
   from designclip_jax.train.step import compile_step, init_state, make_optimizer
   train_cfg = base_config().train
   train_cfg.learning_rate, train_cfg.warmup_steps = 1e-4, 0

@@ -35,7 +35,7 @@ def torch_clip(clip_cfg):
   import torch
   from transformers import CLIPModel
 
-  from designclip_jax.checkpoints import config_to_hf
+  from designclip_jax.weights.hf_format import config_to_hf
   torch.manual_seed(0)
   return CLIPModel(config_to_hf(clip_cfg)).train()
 

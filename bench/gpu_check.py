@@ -53,7 +53,7 @@ def step_throughput(preset_name, batch, remat, steps, peak):
   from designclip_jax import sharding
   from designclip_jax.models import preset
   from designclip_jax.train.config import base_config
-  from designclip_jax.train.model_spec import ModelSpec
+  from designclip_jax.weights.model_spec import ModelSpec
   from designclip_jax.train.step import compile_step, init_state, make_optimizer
   cfg = base_config().train
   spec = ModelSpec(clip=preset(preset_name), num_classes=33, tokenizer_dir='', dtype='bfloat16', remat=remat)

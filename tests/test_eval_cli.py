@@ -10,7 +10,8 @@ import pytest
 from designclip_jax import save_pretrained
 from designclip_jax.data import pipeline
 from designclip_jax.eval import metrics, runner
-from designclip_jax.eval.__main__ import load_model, main
+from designclip_jax.eval.__main__ import main
+from designclip_jax.weights.loader import load_model
 from designclip_jax.train import loop
 from tests.train_helpers import micro_config
 

@@ -11,7 +11,7 @@ from designclip_jax import sharding
 from designclip_jax.models import preset
 from designclip_jax.train import step as train_step
 from designclip_jax.train.config import base_config
-from designclip_jax.train.model_spec import ModelSpec
+from designclip_jax.weights.model_spec import ModelSpec
 
 MESHES = [(1, 1), (8, 1), (1, 8), (2, 4)]
 

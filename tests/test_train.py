@@ -12,8 +12,9 @@ import pytest
 from flax import nnx
 
 from designclip_jax import sharding
-from designclip_jax.train import checkpointing, loop
-from designclip_jax.train.model_spec import ModelSpec
+from designclip_jax.train import loop
+from designclip_jax.weights import run_checkpoints
+from designclip_jax.weights.model_spec import ModelSpec
 from tests.train_helpers import micro_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -22,10 +23,10 @@ _GLOBAL_BATCH = sharding.global_batch  # the real one, before any recorder wraps
 
 def _final_params(workdir, step=None):
   spec = ModelSpec.load(workdir)
-  mngr = checkpointing.manager(workdir, keep=None)
+  mngr = run_checkpoints.manager(workdir, keep=None)
   graphdef, abstract = nnx.split(nnx.eval_shape(spec.build))
   mesh = sharding.make_mesh(1, 1, devices=jax.devices()[:1])
-  state, _, meta = checkpointing.restore(mngr, step or mngr.latest_step(), abstract,
+  state, _, meta = run_checkpoints.restore(mngr, step or mngr.latest_step(), abstract,
                                          sharding.state_shardings(abstract, mesh))
   mngr.close()
   return jax.device_get(nnx.to_pure_dict(state)), meta
@@ -85,7 +86,7 @@ def test_nan_stops_the_run_naming_the_step(synthetic_data, tmp_path, monkeypatch
   BatchRecorder(monkeypatch, poison)
   with pytest.raises(loop.NonFiniteLossError, match='non-finite loss at step 5'):
     loop.train_and_evaluate(micro_config(data_dir), str(tmp_path))
-  mngr = checkpointing.manager(str(tmp_path), keep=None)
+  mngr = run_checkpoints.manager(str(tmp_path), keep=None)
   assert mngr.all_steps() == [4]  # the checkpoint before the NaN survives; none after it
   mngr.close()
 
@@ -179,7 +180,7 @@ def test_training_starts_from_a_checkpoint_and_keeps_a_frozen_tower(synthetic_da
   tower); train.freeze_vision keeps the vision tower bit-identical (no update, no weight decay) while the
   text tower moves by at most what Adam allows."""
   pytest.importorskip('torch')
-  from designclip_jax import checkpoints
+  from designclip_jax.weights import hf_format
   from designclip_jax.data import pipeline
   from designclip_jax.data.tokenizer import Tokenizer
   _, _, data_dir = synthetic_data
@@ -204,7 +205,7 @@ def test_training_starts_from_a_checkpoint_and_keeps_a_frozen_tower(synthetic_da
   trained, _ = _final_params(str(tmp_path / 'run'))
   spec = ModelSpec.load(str(tmp_path / 'run'))
   assert spec.clip.text.eos_token_id == tokenizer.eos_token_id  # pooled at the tokenizer's EOS, not argmax
-  reference = checkpoints.hf_to_params(checkpoints.read_checkpoint(init)[1], nnx.eval_shape(lambda: spec.build().clip))
+  reference = hf_format.hf_to_params(hf_format.read_checkpoint(init)[1], nnx.eval_shape(lambda: spec.build().clip))
   fresh = nnx.to_pure_dict(nnx.state(spec.build(seed=7).clip, nnx.Any(nnx.Param, nnx.BatchStat)))
   leaves = lambda tree: dict(jax.tree_util.tree_flatten_with_path(tree)[0])
   trained_clip, reference, fresh = leaves(trained['clip']), leaves(reference), leaves(fresh)

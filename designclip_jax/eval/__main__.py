@@ -31,35 +31,6 @@ class UsageError(Exception):
   pass
 
 
-def load_model(path: str):
-  """(clip model, tokenizer, pixel normalization) from a training workdir, an HF CLIP directory or an
-  OpenAI-format checkpoint (tokenizer files beside it)."""
-  from designclip_jax import checkpoints, openai_checkpoints  # pylint: disable=import-outside-toplevel
-  from designclip_jax.data.tokenizer import Tokenizer  # pylint: disable=import-outside-toplevel
-  from designclip_jax.train.model_spec import SPEC_FILE, ModelSpec  # pylint: disable=import-outside-toplevel
-  if os.path.isfile(os.path.join(path, SPEC_FILE)):
-    import jax  # pylint: disable=import-outside-toplevel
-    from flax import nnx  # pylint: disable=import-outside-toplevel
-    from designclip_jax import sharding  # pylint: disable=import-outside-toplevel
-    from designclip_jax.train import checkpointing  # pylint: disable=import-outside-toplevel
-    spec = ModelSpec.load(path)
-    mngr = checkpointing.manager(path, keep=None)
-    if mngr.latest_step() is None:
-      raise UsageError(f'{path} holds no checkpoint yet (checkpoints/ is empty)')
-    mesh = sharding.make_mesh(1, 1, devices=jax.devices()[:1])
-    graphdef, abstract = nnx.split(nnx.eval_shape(spec.build))
-    shardings = sharding.state_shardings(abstract, mesh)
-    state, _, _ = checkpointing.restore(mngr, mngr.latest_step(), abstract, shardings)
-    mngr.close()
-    return nnx.merge(graphdef, state).clip, spec.tokenizer(), spec.pixel_normalization
-  if os.path.isfile(os.path.join(path, 'config.json')) or openai_checkpoints.is_openai_checkpoint(path):
-    tokenizer_dir = path if os.path.isdir(path) else os.path.dirname(path)
-    model = checkpoints.from_pretrained(path, tokenizer=Tokenizer.from_pretrained(tokenizer_dir))
-    return model, Tokenizer.from_pretrained(tokenizer_dir, model.config.text.context_length), 'clip'
-  raise UsageError(f'{path!r} is neither a training workdir ({SPEC_FILE}), a Hugging Face CLIP directory '
-                   '(config.json) nor an OpenAI-format checkpoint (.pt/.bin/.safetensors state dict)')
-
-
 def score_embeddings(path: str, tasks) -> dict:
   """Metrics from precomputed embeddings (keys per task in NPZ_KEYS; labels may be strings)."""
   if not os.path.isfile(path):
@@ -125,6 +96,7 @@ def run(args) -> dict:
     pipeline.dataset_dir(args.data)  # clear error if it is not an ingested data set
     results, per_class, grids = {}, {}, {}
     for path in ([args.checkpoint] if args.checkpoint else args.compare):
+      from designclip_jax.weights.loader import load_model  # pylint: disable=import-outside-toplevel
       clip, tokenizer, normalization = load_model(path)
       scores = runner.evaluate(clip, tokenizer, args.data, args.split, tasks, batch_size=args.batch_size,
                                template=tuple(args.template), keep_arrays=True,
@@ -167,7 +139,7 @@ def main(argv=None):
   args = parse_args(argv)
   try:
     run(args)
-  except (UsageError, ValueError, FileNotFoundError) as e:
+  except (UsageError, ValueError, FileNotFoundError) as e:  # ModelSourceError is a ValueError
     print(f'error: {e}', file=sys.stderr)
     sys.exit(2)
 

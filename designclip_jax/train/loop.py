@@ -18,11 +18,12 @@ import jax
 import numpy as np
 from flax import nnx
 
-from designclip_jax import checkpoints, sharding
+from designclip_jax import sharding
+from designclip_jax.weights import hf_format
 from designclip_jax.data import pipeline
 from designclip_jax.data.prepare import ensure_dataset
-from designclip_jax.train import checkpointing
-from designclip_jax.train.model_spec import ModelSpec, spec_from_config
+from designclip_jax.weights import run_checkpoints
+from designclip_jax.weights.model_spec import ModelSpec, spec_from_config
 from designclip_jax.train.step import compile_step, init_state, make_optimizer
 
 
@@ -98,7 +99,7 @@ def _check_finite(step: int, metrics: dict) -> dict:
 def _load_pretrained_towers(model_state, model_sharding, spec: ModelSpec):
   """Replace the randomly initialised towers by the checkpoint's weights, placed in their shardings."""
   abstract = nnx.eval_shape(lambda: spec.build().clip)
-  params = checkpoints.hf_to_params(checkpoints.read_checkpoint(spec.pretrained)[1], abstract)
+  params = hf_format.hf_to_params(hf_format.read_checkpoint(spec.pretrained)[1], abstract)
   pure = nnx.to_pure_dict(model_state)
   pure['clip'] = params
   shardings = nnx.to_pure_dict(model_sharding)
@@ -147,10 +148,10 @@ def train_and_evaluate(config, workdir: str) -> dict:
     model_state = _load_pretrained_towers(model_state, step_fn.model_sharding, spec)
 
   # ---- resume by default
-  mngr = checkpointing.manager(workdir, tc.keep_checkpoints)
+  mngr = run_checkpoints.manager(workdir, tc.keep_checkpoints)
   start, data_state = 0, None
   if mngr.latest_step() is not None:
-    model_state, opt_state, meta = checkpointing.restore(mngr, mngr.latest_step(), model_state,
+    model_state, opt_state, meta = run_checkpoints.restore(mngr, mngr.latest_step(), model_state,
                                                          step_fn.model_sharding, opt_state, step_fn.opt_sharding)
     start, data_state = meta['step'], meta['data_iterator']
     logging.info('resumed from step %d', start)
@@ -193,7 +194,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
         writer.write(step, {f'val/{k}': v for k, v in scores.items() if isinstance(v, float)})
       if step % tc.checkpoint_every == 0 or step == tc.steps or preemption.requested:
         _check_finite(*pending)
-        checkpointing.save(mngr, step, model_state, opt_state,
+        run_checkpoints.save(mngr, step, model_state, opt_state,
                            {'step': step, 'data_iterator': iterator.get_state()})
   finally:
     bar.close()

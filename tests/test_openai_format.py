@@ -7,7 +7,7 @@ import pytest
 torch = pytest.importorskip('torch')
 
 import designclip_jax
-from designclip_jax import checkpoints
+from designclip_jax.weights import hf_format
 from tests.openai_reference import make_openai_clip, text_ids, torch_forward
 
 VOCAB = 99
@@ -47,7 +47,7 @@ def test_parity_with_openai_clip(tmp_path, name, fmt):
   ref = make_openai_clip(vocab_size=VOCAB, **kwargs)
   path = _save(ref, tmp_path / 'ckpt', fmt)
   model = designclip_jax.from_pretrained(path)
-  assert checkpoints.load_config(path) == model.config  # shapes only (the safetensors header) give the same
+  assert hf_format.load_config(path) == model.config  # shapes only (the safetensors header) give the same
   assert model.config.vision.is_resnet == isinstance(kwargs['vision_layers'], tuple)
   pixels, ids = _inputs(kwargs['image_resolution'])
   ref_img, ref_txt, ref_logits = torch_forward(ref, pixels, ids)
@@ -80,18 +80,18 @@ def test_save_openai_round_trip_loads_in_openai_clip(tmp_path, name):
 def test_resnet_presets_have_openai_tensor_names_and_shapes():
   """RN50 / RN101 as OpenAI builds them (vocab 49408, context 77): the same tensors with the same shapes."""
   from flax import nnx
-  from designclip_jax import openai_checkpoints
+  from designclip_jax.weights import openai_format
   from designclip_jax.models import CLIP, preset
   from tests.openai_reference import openai_model_module
   module = openai_model_module()
   for name, layers, embed in (('RN50', (3, 4, 6, 3), 1024), ('RN101', (3, 4, 23, 3), 512)):
     with torch.device('meta'):
       ref = module.CLIP(embed, 224, layers, 64, None, 77, 49408, 512, 8, 12)
-    theirs = openai_checkpoints.to_hf_names({k: np.empty(v.shape, np.float32) for k, v in ref.state_dict().items()})
+    theirs = openai_format.to_hf_names({k: np.empty(v.shape, np.float32) for k, v in ref.state_dict().items()})
     abstract = nnx.eval_shape(lambda name=name: CLIP(preset(name), rngs=nnx.Rngs(0)))
     ours = {}
-    for flat_name, leaf in checkpoints._flat_params(abstract).items():
-      hf_name, to_hf, _ = checkpoints._hf_name(flat_name)
+    for flat_name, leaf in hf_format._flat_params(abstract).items():
+      hf_name, to_hf, _ = hf_format._hf_name(flat_name)
       ours[hf_name] = to_hf(np.empty(leaf.shape, np.float32)).shape
     assert ours == {k: v.shape for k, v in theirs.items()}, name
 
@@ -119,7 +119,7 @@ def test_batch_statistics_mode_matches_torch_batchnorm_in_train_mode(tmp_path):
   """model.batchnorm='batch' in training mode: the features and the updated running statistics of every
   BatchNorm equal OpenAI's PyTorch model after one forward pass in train() mode."""
   from flax import nnx
-  from designclip_jax import openai_checkpoints
+  from designclip_jax.weights import openai_format
   from designclip_jax.models import CLIP
   kwargs = MODELS['resnet']
   ref = make_openai_clip(vocab_size=VOCAB, **kwargs)
@@ -137,7 +137,7 @@ def test_batch_statistics_mode_matches_torch_batchnorm_in_train_mode(tmp_path):
     theirs = ref.encode_image(torch.from_numpy(np.ascontiguousarray(pixels.transpose(0, 3, 1, 2)))).numpy()
   assert _rel_err(ours, theirs) <= 1e-5
   assert _rel_err(ours, eval_features) > 1e-2  # batch statistics really were used
-  exported = openai_checkpoints.from_hf_names(checkpoints.params_to_hf(model))
+  exported = openai_format.from_hf_names(hf_format.params_to_hf(model))
   stats = [k for k in ref.state_dict() if k.endswith(('running_mean', 'running_var'))]
   assert len(stats) == 2 * 22  # every BN layer: 3 in the stem, 3 in each of 5 bottlenecks, 4 downsamples
   for key in stats:

@@ -1,5 +1,5 @@
 """CLIP checkpoints <-> NNX CLIP models: Hugging Face directories (config.json + model.safetensors) and
-OpenAI-format state dicts (``openai_checkpoints``: OpenAI's .pt files, open_clip's safetensors; the only
+OpenAI-format state dicts (``openai_format``: OpenAI's .pt files, open_clip's safetensors; the only
 format the ResNet towers have).
 
 One table of name rules serves both directions. Reading needs numpy + safetensors only (no torch);
@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from designclip_jax import openai_checkpoints
+from designclip_jax.weights import openai_format
 from designclip_jax.models.clip import CLIP
 from designclip_jax.models.config import CLIPConfig, TextConfig, VisionConfig
 from designclip_jax.models.text import LEGACY_EOS_TOKEN_ID
@@ -109,13 +109,13 @@ def config_to_hf(cfg: CLIPConfig):
 
 def load_config(path: str) -> CLIPConfig:
   """Tower shapes of an HF directory (config.json) or an OpenAI-format checkpoint (read off its tensors)."""
-  if openai_checkpoints.is_openai_checkpoint(path):
-    return openai_checkpoints.config_from_shapes(openai_checkpoints.read_shapes(path))
+  if openai_format.is_openai_checkpoint(path):
+    return openai_format.config_from_shapes(openai_format.read_shapes(path))
   config_file = os.path.join(path, 'config.json')
   if not os.path.isfile(config_file):
     raise FileNotFoundError(f'{config_file} not found: expected a Hugging Face CLIP directory '
                             '(config.json + model.safetensors) or an OpenAI-format checkpoint '
-                            f'(a .pt/.bin/.safetensors file, or a directory with {openai_checkpoints.OPENAI_FILES[0]})')
+                            f'(a .pt/.bin/.safetensors file, or a directory with {openai_format.OPENAI_FILES[0]})')
   with open(config_file) as f:
     raw = json.load(f)
   if raw.get('model_type') != 'clip':
@@ -146,10 +146,10 @@ def read_safetensors(path: str) -> dict[str, np.ndarray]:
 
 def read_checkpoint(path: str) -> tuple[CLIPConfig, dict[str, np.ndarray]]:
   """A checkpoint's config and its tensors under HF-style names, whichever format it is in (weights read once)."""
-  if openai_checkpoints.is_openai_checkpoint(path):
-    state = openai_checkpoints.read_state_dict(path)
-    return (openai_checkpoints.config_from_shapes({k: v.shape for k, v in state.items()}),
-            openai_checkpoints.to_hf_names(state))
+  if openai_format.is_openai_checkpoint(path):
+    state = openai_format.read_state_dict(path)
+    return (openai_format.config_from_shapes({k: v.shape for k, v in state.items()}),
+            openai_format.to_hf_names(state))
   return load_config(path), read_safetensors(path)
 
 
@@ -231,13 +231,13 @@ def save_openai(model: CLIP, path: str, tokenizer=None) -> None:
   OpenAI's clip/model.py, which open_clip loads); the tower shapes are implied by the tensors. Text is pooled
   at argmax(ids) on reload, which is the EOS only with CLIP's tokenizer (EOS = the largest id)."""
   from safetensors.numpy import save_file  # pylint: disable=import-outside-toplevel
-  problems = openai_checkpoints.format_mismatches(model.config)
+  problems = openai_format.format_mismatches(model.config)
   if problems:
     raise ValueError('the OpenAI format cannot describe this model (its loaders would rebuild a different '
                      'one): ' + '; '.join(problems) + '. Use save_pretrained (HF format) for it.')
   os.makedirs(path, exist_ok=True)
-  state = openai_checkpoints.from_hf_names(params_to_hf(model))
+  state = openai_format.from_hf_names(params_to_hf(model))
   save_file({k: np.ascontiguousarray(v) for k, v in state.items()},
-            os.path.join(path, openai_checkpoints.OPENAI_FILES[0]))
+            os.path.join(path, openai_format.OPENAI_FILES[0]))
   if tokenizer is not None:
     tokenizer.save(path)

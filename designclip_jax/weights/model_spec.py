@@ -10,7 +10,7 @@ import os
 import jax.numpy as jnp
 from flax import nnx
 
-from designclip_jax import checkpoints
+from designclip_jax.weights import hf_format
 from designclip_jax.data.tokenizer import Tokenizer
 from designclip_jax.models import CLIP, CLIPConfig, TextConfig, VisionConfig, preset
 from designclip_jax.models.designclip import DesignCLIP
@@ -60,9 +60,9 @@ class ModelSpec:
 def spec_from_config(model_cfg, num_classes: int, data_tokenizer_dir: str) -> ModelSpec:
   """Tower shapes from a pretrained checkpoint, or from a preset (sized to the data's tokenizer)."""
   if model_cfg.init:
-    clip = checkpoints.load_config(model_cfg.init)
+    clip = hf_format.load_config(model_cfg.init)
     tokenizer_dir = model_cfg.init if os.path.isdir(model_cfg.init) else os.path.dirname(model_cfg.init)
-    clip = checkpoints.pool_at_tokenizer_eos(clip, Tokenizer.from_pretrained(tokenizer_dir))
+    clip = hf_format.pool_at_tokenizer_eos(clip, Tokenizer.from_pretrained(tokenizer_dir))
   else:
     tokenizer = Tokenizer.from_pretrained(data_tokenizer_dir)
     clip = preset(model_cfg.preset, **dict(model_cfg.overrides)).replace(

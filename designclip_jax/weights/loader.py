@@ -1,0 +1,42 @@
+"""One loader for every model source: a training workdir, a Hugging Face CLIP directory or an
+OpenAI-format checkpoint -> (CLIP, tokenizer, pixel normalization). Used by eval, bench and any tool
+that embeds; it sits below both train and eval so neither imports the other for it."""
+
+from __future__ import annotations
+
+import os
+
+import jax
+from flax import nnx
+
+from designclip_jax import sharding
+from designclip_jax.data.tokenizer import Tokenizer
+from designclip_jax.models import CLIP
+from designclip_jax.weights import hf_format, openai_format, run_checkpoints
+from designclip_jax.weights.model_spec import SPEC_FILE, ModelSpec
+
+
+class ModelSourceError(ValueError):
+  """A path that holds no loadable model; the message names the path and what was expected."""
+
+
+def load_model(path: str) -> tuple[CLIP, Tokenizer, str]:
+  """(clip model, tokenizer, pixel normalization) from a training workdir (newest checkpoint), an HF
+  CLIP directory or an OpenAI-format checkpoint (tokenizer files beside it)."""
+  if os.path.isfile(os.path.join(path, SPEC_FILE)):
+    spec = ModelSpec.load(path)
+    mngr = run_checkpoints.manager(path, keep=None)
+    if mngr.latest_step() is None:
+      raise ModelSourceError(f'{path} holds no checkpoint yet (checkpoints/ is empty)')
+    mesh = sharding.make_mesh(1, 1, devices=jax.devices()[:1])
+    graphdef, abstract = nnx.split(nnx.eval_shape(spec.build))
+    shardings = sharding.state_shardings(abstract, mesh)
+    state, _, _ = run_checkpoints.restore(mngr, mngr.latest_step(), abstract, shardings)
+    mngr.close()
+    return nnx.merge(graphdef, state).clip, spec.tokenizer(), spec.pixel_normalization
+  if os.path.isfile(os.path.join(path, 'config.json')) or openai_format.is_openai_checkpoint(path):
+    tokenizer_dir = path if os.path.isdir(path) else os.path.dirname(path)
+    model = hf_format.from_pretrained(path, tokenizer=Tokenizer.from_pretrained(tokenizer_dir))
+    return model, Tokenizer.from_pretrained(tokenizer_dir, model.config.text.context_length), 'clip'
+  raise ModelSourceError(f'{path!r} is neither a training workdir ({SPEC_FILE}), a Hugging Face CLIP directory '
+                         '(config.json) nor an OpenAI-format checkpoint (.pt/.bin/.safetensors state dict)')

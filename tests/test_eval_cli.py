@@ -79,7 +79,9 @@ def test_checkpoint_hf_export_and_embeddings_inputs_agree(synthetic_data, tmp_pa
   assert (tmp_path / 'cmp' / 'retrieval_run.png').stat().st_size > 1000
 
   records = list(pipeline.eval_records(data_dir, 'test'))
-  query, qids, gallery, gids, _, _ = runner.retrieval_split(records)
+  qrefs, qids, grefs, gids = runner.retrieval_split(runner.split_records(data_dir, 'test'))
+  query = [records[i]['images'][s] for i, s in qrefs]  # plain lists of PNG bytes, not the split reader
+  gallery = [records[i]['images'][s] for i, s in grefs]
   from designclip_jax.eval.embed import embed_images, embed_texts
   covers = embed_images(clip, [r['images'][0] for r in records], progress=False, normalization=norm)
   texts = embed_texts(clip, tokenizer, [r['caption'] for r in records], progress=False)

@@ -15,9 +15,13 @@ def _norm(x):
 
 
 def _reference_retrieval(q, ql, g, gl, ks):
-  """sklearn AP over the full gallery per query; Rank@k with ties counted against the query.
-  Scores are float32, as the tool computes them, so exact ties (repeated gallery vectors) stay ties."""
-  sims = _norm(q.astype(np.float32)) @ _norm(g.astype(np.float32)).T
+  """sklearn AP over the full gallery per query; Rank@k = 1 + non-relevant items scoring >= the best
+  relevant one (a tie with a non-relevant item counts against the query).
+  Scores are float32, as the tool computes them, so exact ties (repeated gallery vectors) stay ties:
+  computed in float64 and rounded (a float32 BLAS product can round the same vector differently by its
+  column position)."""
+  sims = (_norm(q.astype(np.float32)).astype(np.float64) @ _norm(g.astype(np.float32)).astype(np.float64).T)
+  sims = sims.astype(np.float32)
   aps, hits = [], {k: [] for k in ks}
   for i in range(len(q)):
     rel = gl == ql[i]
@@ -25,7 +29,7 @@ def _reference_retrieval(q, ql, g, gl, ks):
       continue
     aps.append(sklearn_metrics.average_precision_score(rel, sims[i]))
     best = sims[i][rel].max()
-    rank = (sims[i] >= best).sum()
+    rank = 1 + (sims[i][~rel] >= best).sum()
     for k in ks:
       hits[k].append(rank <= k)
   return np.mean(aps), {k: np.mean(v) for k, v in hits.items()}
@@ -54,6 +58,72 @@ def test_image_retrieval_matches_sklearn_with_ties(string_labels):
     assert got[f'rank@{k}'] == pytest.approx(ref_rank[k], abs=1e-9)
   no_rel = sum(1 for x in ql if x not in set(gl))
   assert got['queries_without_relevant'] == no_rel
+
+
+def test_rank_at_k_with_a_duplicated_relevant_item():
+  """The two best gallery items are the same relevant drawing filed twice: the first result is relevant,
+  so Rank@1 = 1 (counting the duplicate as ranking above it gave rank 2)."""
+  q = np.array([[1.0, 0.0, 0.0]], np.float32)
+  g = np.array([[1, 0.1, 0], [1, 0.1, 0], [1, 0.3, 0], [0, 1, 0], [0, 0, 1]], np.float32)
+  gl = np.array([7, 7, 3, 3, 7])
+  got = metrics.image_retrieval(q, [7], g, gl, ks=(1, 2))
+  assert got['rank@1'] == 1.0 and got['rank@2'] == 1.0
+  assert got['precision_at_1'] == 1.0
+  sims = _norm(q) @ _norm(g).T
+  assert got['mAP'] == pytest.approx(sklearn_metrics.average_precision_score(gl == 7, sims[0]))
+  # a non-relevant item tied with the best relevant one does count against the query
+  g[2] = g[0]
+  assert metrics.image_retrieval(q, [7], g, gl, ks=(1, 2))['rank@1'] == 0.0
+
+
+def test_pml_variants_match_pytorch_metric_learning():
+  pml = pytest.importorskip('pytorch_metric_learning.utils.accuracy_calculator')
+  from pytorch_metric_learning.distances import CosineSimilarity
+  from pytorch_metric_learning.utils.inference import CustomKNN
+  rng = np.random.default_rng(5)
+  centers = rng.normal(size=(30, 16))
+  gl = rng.integers(0, 30, 400)
+  gl[:12] = 4  # one large label: k = max_bin_count is well above most queries' R
+  ql = rng.integers(0, 32, 90)  # labels 30, 31 have no gallery item (PML's "lone" queries)
+  g = centers[gl] + rng.normal(scale=1.3, size=(400, 16))
+  q = centers[ql % 30] + rng.normal(scale=1.3, size=(90, 16))
+  calc = pml.AccuracyCalculator(include=('precision_at_1', 'mean_average_precision',
+                                         'mean_average_precision_at_r'), k='max_bin_count',
+                                knn_func=CustomKNN(CosineSimilarity()))
+  ref = calc.get_accuracy(q.astype(np.float32), ql, g.astype(np.float32), gl, ref_includes_query=False)
+  got = metrics.image_retrieval(q, ql, g, gl, query_chunk=32, gallery_chunk=128)
+  assert got['precision_at_1'] == pytest.approx(ref['precision_at_1'], abs=1e-9)
+  assert got['pml_map'] == pytest.approx(ref['mean_average_precision'], abs=1e-9)
+  assert got['map_at_r'] == pytest.approx(ref['mean_average_precision_at_r'], abs=1e-9)
+  assert got['pml_map'] != pytest.approx(got['mAP'], abs=1e-3)  # a different number from DeepPatent's mAP
+
+
+def test_similarities_are_ranked_in_full_float32():
+  """On TPU/GPU default precision is bf16 passes / TF32: every score that is ranked must ask for HIGHEST."""
+  q, g = np.ones((4, 8), np.float32), np.ones((16, 8), np.float32)
+  lowered = [metrics._similarities.lower(q, g).as_text(),
+             metrics._pair_ranks.lower(q, g, 0).as_text()]
+  for text in lowered:
+    dots = [line for line in text.splitlines() if 'dot_general' in line]
+    assert dots and all('HIGHEST' in line for line in dots), dots
+
+
+def test_pair_ranks_compile_once_for_every_chunk():
+  rng = np.random.default_rng(6)
+  img, txt = rng.normal(size=(50, 8)), rng.normal(size=(50, 8))
+  metrics._pair_ranks.clear_cache()
+  metrics.multimodal_retrieval(img, txt, chunk=16)  # chunks at offsets 0, 16, 32, 48 (the last padded)
+  assert metrics._pair_ranks._cache_size() == 1
+
+
+def test_non_finite_embeddings_are_refused():
+  q, g = np.ones((6, 4)), np.ones((5, 4))
+  q[[2, 4]] = np.nan
+  g[1, 0] = np.inf
+  with pytest.raises(ValueError, match=r'query has 2 of 6 rows with NaN or Inf \(first rows: \[2, 4\]\)'):
+    metrics.image_retrieval(q, np.arange(6), g, np.arange(5))
+  with pytest.raises(ValueError, match=r'gallery has 1 of 5 rows with NaN or Inf \(first rows: \[1\]\)'):
+    metrics.image_retrieval(np.ones((6, 4)), np.arange(6), g, np.arange(5))
 
 
 def test_image_retrieval_chunked_equals_unchunked_on_continuous_data():

@@ -2,11 +2,16 @@
 
     python -m designclip_jax.eval --checkpoint RUN_DIR_OR_HF_DIR --data DATA_DIR --task all
     python -m designclip_jax.eval --compare openai_clip/ runs/tiny/ --data DATA_DIR --output cmp.json
+    python -m designclip_jax.eval --checkpoint C --deeppatent DEEPPATENT_ROOT --split test \\
+        --task image_retrieval --save-embeddings dp_test.npz --output dp_test.json
     python -m designclip_jax.eval --embeddings emb.npz --task image_retrieval --output scores.json
 
 A checkpoint is a training workdir (model.json + Orbax checkpoints; the newest step is used) or a
 Hugging Face CLIP directory (config.json + model.safetensors + tokenizer files) or an OpenAI-format
 checkpoint (OpenAI's RN50.pt / ViT-B-32.pt, open_clip's safetensors) with tokenizer files beside it.
+Image retrieval reports DeepPatent's mAP and rank@k and pytorch-metric-learning's precision_at_1,
+pml_map and map_at_r (different definitions: compare each only with numbers of its own name).
+With DESIGNCLIP_DISTRIBUTED=1 every process of a multi-host job embeds a share; process 0 reports.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ import argparse
 import json
 import os
 import sys
+import zipfile
 
 import numpy as np
 
@@ -25,17 +31,33 @@ NPZ_KEYS = {
     'multimodal_retrieval': ('image', 'text'),
     'zero_shot': ('image', 'labels', 'class_embeddings'),
 }
+# --format clip_benchmark: CLIP_benchmark's task names and metric names for ours (others keep their own).
+CLIP_BENCHMARK_TASKS = {'zero_shot': 'zeroshot_classification', 'multimodal_retrieval': 'zeroshot_retrieval',
+                        'linear_probe': 'linear_probe', 'image_retrieval': 'image_retrieval'}
+CLIP_BENCHMARK_NAMES = {'top1': 'acc1', 'top5': 'acc5', 'balanced_acc': 'mean_per_class_recall',
+                        'probe_acc': 'lp_acc1', 'probe_balanced_acc': 'lp_mean_per_class_recall',
+                        **{f't2i_R@{k}': f'image_retrieval_recall@{k}' for k in (1, 5, 10)},
+                        **{f'i2t_R@{k}': f'text_retrieval_recall@{k}' for k in (1, 5, 10)}}
+TASK_KEYS = {'image_retrieval': ('num_queries', 'queries_without_relevant', 'skipped_missing'),
+             'multimodal_retrieval': ('pairs', 'pairs_seed')}
 
 
 class UsageError(Exception):
   pass
 
 
-def score_embeddings(path: str, tasks) -> dict:
-  """Metrics from precomputed embeddings (keys per task in NPZ_KEYS; labels may be strings)."""
+def _open_npz(path: str):
   if not os.path.isfile(path):
     raise UsageError(f'--embeddings {path!r} does not exist')
-  data = np.load(path, allow_pickle=False)
+  if not zipfile.is_zipfile(path):
+    raise UsageError(f'--embeddings {path!r} is not an .npz file (numpy.savez output; --save-embeddings '
+                     'writes one)')
+  return np.load(path, allow_pickle=False)
+
+
+def score_embeddings(path: str, tasks, *, pairs=None, pairs_seed=0) -> dict:
+  """Metrics from precomputed embeddings (keys per task in NPZ_KEYS; labels may be strings)."""
+  data = _open_npz(path)
   out = {}
   for task in tasks:
     if task == 'linear_probe':
@@ -47,8 +69,15 @@ def score_embeddings(path: str, tasks) -> dict:
     if task == 'image_retrieval':
       scores = metrics.image_retrieval(data['query'], data['query_labels'], data['gallery'], data['gallery_labels'])
       scores.pop('per_query_ap')
+      if 'skipped_missing' in data:
+        scores['skipped_missing'] = int(data['skipped_missing'])
     elif task == 'multimodal_retrieval':
-      scores = metrics.multimodal_retrieval(data['image'], data['text'])
+      image, text = data['image'], data['text']
+      if len(image) == len(text):  # (unequal lengths: the metric names the mismatch)
+        chosen = runner.pair_subset(len(image), pairs, pairs_seed)
+        image, text = image[chosen], text[chosen]
+      scores = metrics.multimodal_retrieval(image, text)
+      scores.update(pairs=len(image), pairs_seed=pairs_seed)
     else:
       labels = data['labels']
       if labels.dtype.kind in 'US':
@@ -57,7 +86,7 @@ def score_embeddings(path: str, tasks) -> dict:
                                  data['class_counts'] if 'class_counts' in data else None)
       scores.pop('per_class_acc'), scores.pop('per_class_n')
     out.update(scores)
-  return out
+  return runner.defined(out)
 
 
 def parse_args(argv):
@@ -69,56 +98,157 @@ def parse_args(argv):
                    '(.pt/.bin/.safetensors)')
   src.add_argument('--compare', nargs='+', metavar='CKPT', help='several checkpoints, side by side')
   src.add_argument('--embeddings', help='.npz of precomputed embeddings')
-  p.add_argument('--data', help='ingested data set directory (with --checkpoint/--compare)')
-  p.add_argument('--split', default='test')
+  data = p.add_mutually_exclusive_group()
+  data.add_argument('--data', help='ingested data set directory (with --checkpoint/--compare)')
+  data.add_argument('--deeppatent', metavar='ROOT', help='DeepPatent download: list files in ROOT or ROOT/data, '
+                    'image paths relative to ROOT (image_retrieval only)')
+  p.add_argument('--split', default='test', help='data set split (DeepPatent: test or val)')
+  p.add_argument('--skip-missing', action='store_true',
+                 help='DeepPatent: leave out missing or unreadable images (counted) instead of stopping')
+  p.add_argument('--save-embeddings', metavar='E.npz',
+                 help='with --checkpoint: write the image-retrieval embeddings that --embeddings reads')
+  p.add_argument('--pairs', type=int, help='multimodal retrieval over a fixed seeded subset of N pairs '
+                 '(the paper: 5000 of IMPACT validation); default all')
+  p.add_argument('--pairs-seed', type=int, default=0)
   p.add_argument('--template', nargs='+', default=[runner.DEFAULT_TEMPLATE],
                  help='zero-shot prompt template(s) with {} for the class name; several are averaged')
   p.add_argument('--batch-size', type=int, default=128)
-  p.add_argument('--output', help='write the flat metrics as JSON here')
+  p.add_argument('--output', help='flat format: write the metrics as JSON here; clip_benchmark format: the '
+                 'folder for one JSON per model and task')
+  p.add_argument('--format', default='flat', choices=('flat', 'clip_benchmark'),
+                 help="clip_benchmark: CLIP_benchmark's result layout, which `clip_benchmark build` tabulates")
   p.add_argument('--plots', action='store_true', help='write PNG plots beside --output (or in the cwd)')
   p.add_argument('--per-class', action='store_true', help='also print zero-shot accuracy per class')
   return p.parse_args(argv)
 
 
-def run(args) -> dict:
-  tasks = list(runner.TASKS) if 'all' in args.task else list(dict.fromkeys(args.task))
+def _check_usage(args, tasks):
   if args.embeddings:
-    if 'all' in args.task:  # every task whose arrays the file holds
-      if not os.path.isfile(args.embeddings):
-        raise UsageError(f'--embeddings {args.embeddings!r} does not exist')
-      files = np.load(args.embeddings).files
-      tasks = [t for t, keys in NPZ_KEYS.items() if all(k in files for k in keys)]
-    results = {os.path.basename(args.embeddings): score_embeddings(args.embeddings, tasks)}
-  else:
-    if not args.data:
-      raise UsageError('--data is required with --checkpoint/--compare')
+    for flag, given in (('--data', args.data), ('--deeppatent', args.deeppatent),
+                        ('--save-embeddings', args.save_embeddings), ('--skip-missing', args.skip_missing)):
+      if given:
+        raise UsageError(f'{flag} does not apply to --embeddings')
+  elif not (args.data or args.deeppatent):
+    raise UsageError('--data or --deeppatent is required with --checkpoint/--compare')
+  if args.deeppatent and set(tasks) != {'image_retrieval'} and 'all' not in args.task:
+    raise UsageError(f'--deeppatent scores image_retrieval only, not {sorted(set(tasks) - {"image_retrieval"})}')
+  if args.skip_missing and not args.deeppatent:
+    raise UsageError('--skip-missing applies to --deeppatent')
+  if args.save_embeddings and not (args.checkpoint and 'image_retrieval' in tasks):
+    raise UsageError('--save-embeddings needs --checkpoint (one model) and the image_retrieval task')
+  if args.format == 'clip_benchmark' and not args.output:
+    raise UsageError('--format clip_benchmark needs --output (a folder for the JSON files)')
+  if args.pairs is not None and args.pairs < 1:
+    raise UsageError(f'--pairs must be at least 1, got {args.pairs}')
+
+
+def _evaluate_checkpoints(args, tasks):
+  """{model label: scores} for --checkpoint/--compare on --data or --deeppatent, plus plots."""
+  from designclip_jax.weights.loader import load_model  # pylint: disable=import-outside-toplevel
+  if args.data:
     from designclip_jax.data import pipeline  # pylint: disable=import-outside-toplevel
     pipeline.dataset_dir(args.data)  # clear error if it is not an ingested data set
-    results, per_class, grids = {}, {}, {}
-    for path in ([args.checkpoint] if args.checkpoint else args.compare):
-      from designclip_jax.weights.loader import load_model  # pylint: disable=import-outside-toplevel
-      clip, tokenizer, normalization = load_model(path)
-      scores = runner.evaluate(clip, tokenizer, args.data, args.split, tasks, batch_size=args.batch_size,
-                               template=tuple(args.template), keep_arrays=True,
-                               pixel_normalization=normalization)
-      arrays, records = scores.pop('_arrays'), scores.pop('_records')
-      name = runner.model_label(path)
-      results[name] = scores
-      if 'per_class_acc' in arrays:
-        per_class[name] = arrays['per_class_acc']
-        test_counts = arrays['per_class_n']
-      if 'retrieval' in arrays:
-        grids[name] = (records, arrays['retrieval'])
+  results, per_class, grids, test_counts = {}, {}, {}, None
+  for path in ([args.checkpoint] if args.checkpoint else args.compare):
+    clip, tokenizer, normalization = load_model(path)
+    name = runner.model_label(path)
+    if args.deeppatent:
+      from designclip_jax.eval import deeppatent  # pylint: disable=import-outside-toplevel
+      emb = deeppatent.embed_split(clip, args.deeppatent, args.split, batch_size=args.batch_size,
+                                   normalization=normalization, skip_missing=args.skip_missing)
+      scores = metrics.image_retrieval(emb['query'], emb['query_labels'], emb['gallery'], emb['gallery_labels'])
+      scores.pop('per_query_ap')
+      scores['skipped_missing'] = emb['skipped_missing']
+      results[name] = runner.defined(scores)
+      if args.save_embeddings:
+        _save_npz(args.save_embeddings, emb)
+      continue
+    scores = runner.evaluate(clip, tokenizer, args.data, args.split, tasks, batch_size=args.batch_size,
+                             template=tuple(args.template), keep_arrays=True, pixel_normalization=normalization,
+                             pairs=args.pairs, pairs_seed=args.pairs_seed)
+    arrays = scores.pop('_arrays')
+    results[name] = scores
+    if 'per_class_acc' in arrays:
+      per_class[name] = arrays['per_class_acc']
+      test_counts = arrays['per_class_n']
+    if 'retrieval' in arrays:
+      grids[name] = arrays['retrieval']
+      if args.save_embeddings:
+        r = arrays['retrieval']
+        _save_npz(args.save_embeddings, dict(query=r['query'], query_labels=r['query_ids'], gallery=r['gallery'],
+                                             gallery_labels=r['gallery_ids']))
+  if _reporting():
     if args.plots:
       _write_plots(args, per_class, grids)
     if args.per_class and per_class:
       runner.print_per_class(per_class, pipeline.class_table(args.data), test_counts)
-  runner.print_table(results)
-  if args.output:
-    flat = next(iter(results.values())) if len(results) == 1 else results
-    os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
-    with open(args.output, 'w') as f:
-      json.dump(flat, f, indent=1)
+  return results
+
+
+def _reporting() -> bool:
+  import jax  # pylint: disable=import-outside-toplevel
+  return jax.process_index() == 0
+
+
+def _save_npz(path, arrays):
+  if not _reporting():
+    return
+  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  np.savez(path, **arrays)
+  print('wrote', path)
+
+
+def _write_json(path, value):
+  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  with open(path, 'w') as f:
+    json.dump(value, f, indent=1, allow_nan=False)  # undefined metrics are null, never a bare NaN
+
+
+def clip_benchmark_records(scores: dict, tasks, *, dataset: str, model: str, pretrained: str) -> dict:
+  """{task: CLIP_benchmark result dict} (``dataset``, ``model``, ``pretrained``, ``task``, flat ``metrics``,
+  ``language``): CLIP_benchmark's metric names where it has one, ours otherwise."""
+  out = {}
+  for task in tasks:
+    keys = [k for k in runner.TABLE_KEYS[task] + TASK_KEYS.get(task, ()) if k in scores]
+    out[task] = {'dataset': dataset, 'model': model, 'pretrained': pretrained, 'task': CLIP_BENCHMARK_TASKS[task],
+                 'metrics': {CLIP_BENCHMARK_NAMES.get(k, k): scores[k] for k in keys}, 'language': 'en'}
+  return out
+
+
+def _write_outputs(args, results, tasks, dataset):
+  if args.format == 'clip_benchmark':
+    sources = {runner.model_label(p): p for p in ([args.checkpoint] if args.checkpoint else args.compare or [])}
+    for name, scores in results.items():
+      records = clip_benchmark_records(scores, tasks, dataset=dataset, model=name,
+                                       pretrained=sources.get(name, name))
+      for record in records.values():
+        # CLIP_benchmark's default file name: {dataset}_{pretrained}_{model}_{language}_{task}.json
+        slug = '_'.join(x.replace('/', '_') for x in (dataset, name, name, record['language'], record['task']))
+        _write_json(os.path.join(args.output, slug + '.json'), record)
+        print('wrote', os.path.join(args.output, slug + '.json'))
+  else:
+    _write_json(args.output, next(iter(results.values())) if len(results) == 1 else results)
+
+
+def run(args) -> dict:
+  tasks = list(runner.TASKS) if 'all' in args.task else list(dict.fromkeys(args.task))
+  if args.deeppatent:
+    tasks = ['image_retrieval']
+  _check_usage(args, tasks)
+  if args.embeddings:
+    if 'all' in args.task:  # every task whose arrays the file holds
+      files = _open_npz(args.embeddings).files
+      tasks = [t for t, keys in NPZ_KEYS.items() if all(k in files for k in keys)]
+    results = {os.path.basename(args.embeddings): score_embeddings(args.embeddings, tasks, pairs=args.pairs,
+                                                                   pairs_seed=args.pairs_seed)}
+    dataset = os.path.splitext(os.path.basename(args.embeddings))[0]
+  else:
+    results = _evaluate_checkpoints(args, tasks)
+    dataset = f'deeppatent_{args.split}' if args.deeppatent else f'{runner.model_label(args.data)}_{args.split}'
+  if _reporting():
+    runner.print_table(results)
+    if args.output:
+      _write_outputs(args, results, tasks, dataset)
   return results
 
 
@@ -131,12 +261,16 @@ def _write_plots(args, per_class, grids):
   if per_class:
     print('wrote', plots.long_tail(per_class, table['train_counts'], table['codes'],
                                    os.path.join(folder, 'long_tail.png')))
-  for name, (records, retrieval) in grids.items():
-    print('wrote', plots.retrieval_grid(records, retrieval, os.path.join(folder, f'retrieval_{name}.png')))
+  for name, retrieval in grids.items():
+    print('wrote', plots.retrieval_grid(retrieval, os.path.join(folder, f'retrieval_{name}.png')))
 
 
 def main(argv=None):
   args = parse_args(argv)
+  if os.environ.get('DESIGNCLIP_DISTRIBUTED') == '1':
+    import jax  # pylint: disable=import-outside-toplevel
+    if not jax.distributed.is_initialized():
+      jax.distributed.initialize()  # the cluster (Cloud TPU, SLURM, ...) is detected by JAX
   try:
     run(args)
   except (UsageError, ValueError, FileNotFoundError) as e:  # ModelSourceError is a ValueError

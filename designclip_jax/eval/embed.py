@@ -1,53 +1,108 @@
-"""Batched, jitted embedding of drawings and texts with a CLIP model (fixed batch shape: the last
-batch is padded, so each tower compiles once)."""
+"""Data-parallel, jitted embedding of drawings and texts with a CLIP model: one path for periodic eval,
+final eval, the eval CLI and any other tool.
+
+Every device of every process embeds a share of each global batch: the batch is sharded over a mesh
+of all devices, each process prepares (decodes, tokenizes) only its own rows, and the embeddings are
+gathered back so that every process holds all of them. Inputs are random-access sequences read item
+by item, so a split's images never sit in memory together. Each tower compiles once per model and
+batch shape: the jitted functions are cached by the model's graph definition, and the last batch is
+padded to the fixed batch size.
+"""
 
 from __future__ import annotations
 
-from typing import Iterable, Sequence
+from typing import Callable, Sequence
 
 import jax
 import numpy as np
 from flax import nnx
+from jax.experimental import multihost_utils
+from jax.sharding import NamedSharding, PartitionSpec as P
 
+from designclip_jax import sharding
 from designclip_jax.data import images as image_ops
 
 
-def _batched_apply(fn, arrays: Iterable[np.ndarray], n: int, batch_size: int, desc: str, progress: bool):
+_TOWERS: list = []  # (graphdef, method, jitted function), newest last
+
+
+def _tower(graphdef, method: str):
+  """``method`` of the model (encode_image / encode_text) jitted once per graph definition. Found by
+  equality, not hashing: a graph definition may hold unhashable config values (lists read from JSON)."""
+  for known, known_method, fn in _TOWERS:
+    if known_method == method and known == graphdef:
+      return fn
+  fn = jax.jit(lambda state, x: getattr(nnx.merge(graphdef, state), method)(x))
+  _TOWERS.append((graphdef, method, fn))
+  del _TOWERS[:-16]
+  return fn
+
+
+def _spans_all_devices(leaf) -> bool:
+  s = getattr(leaf, 'sharding', None)
+  return isinstance(s, NamedSharding) and s.mesh.size == jax.device_count()
+
+
+def place_on_devices(clip):
+  """The model with its parameters on a mesh of every device of every process. A model already there
+  (a training state, sharded over the train mesh) is returned as is; otherwise (a freshly loaded
+  checkpoint, same values in every process) its parameters are replicated over all devices."""
+  graphdef, state = nnx.split(clip)
+  leaves = jax.tree.leaves(state)
+  if leaves and all(_spans_all_devices(x) for x in leaves):
+    return clip
+  mesh = sharding.make_mesh(-1, 1)
+  state = jax.device_put(jax.tree.map(np.asarray, state), sharding.replicated(mesh))
+  return nnx.merge(graphdef, state)
+
+
+def _mesh_of(state) -> jax.sharding.Mesh:
+  return jax.tree.leaves(state)[0].sharding.mesh
+
+
+def _embed(clip, method: str, n: int, prepare_rows: Callable[[range], np.ndarray], *, batch_size: int,
+           desc: str, progress: bool) -> np.ndarray:
+  """(n, D) float32 embeddings; ``prepare_rows(indices)`` gives the model inputs of those items."""
   from tqdm import tqdm  # pylint: disable=import-outside-toplevel
-  out, buf = [], []
-  bar = tqdm(total=n, desc=desc, unit='item', disable=not progress, leave=False)
-
-  def flush():
-    x = np.stack(buf)
-    pad = batch_size - len(buf)
-    if pad:
-      x = np.concatenate([x, np.repeat(x[-1:], pad, axis=0)])
-    out.append(np.asarray(fn(x))[:len(buf)])
-    bar.update(len(buf))
-    buf.clear()
-
-  for a in arrays:
-    buf.append(a)
-    if len(buf) == batch_size:
-      flush()
-  if buf:
-    flush()
+  graphdef, state = nnx.split(place_on_devices(clip))
+  mesh = _mesh_of(state)
+  fn = _tower(graphdef, method)
+  rows_sharding = NamedSharding(mesh, P(mesh.axis_names))  # the batch over every mesh axis
+  global_batch = -(-batch_size // mesh.size) * mesh.size
+  local = global_batch // jax.process_count()
+  first = jax.process_index() * local
+  example = prepare_rows(range(min(1, n)))  # shape and dtype of one item, for padding empty shares
+  outputs = []
+  bar = tqdm(total=n, desc=desc, unit='item', leave=False, disable=not progress or jax.process_index() > 0)
+  for b0 in range(0, n, global_batch):
+    mine = range(min(b0 + first, n), min(b0 + first + local, n))
+    x = prepare_rows(mine) if len(mine) else example[:0]
+    if len(mine) < local:  # the last batch: pad to the compiled shape
+      x = np.concatenate([x, np.zeros((local - len(mine),) + example.shape[1:], example.dtype)])
+    outputs.append(fn(state, jax.make_array_from_process_local_data(rows_sharding, x)))
+    bar.update(min(global_batch, n - b0))
   bar.close()
-  return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
+  if not outputs:
+    return np.zeros((0, 0), np.float32)
+  if jax.process_count() > 1:
+    outputs = multihost_utils.process_allgather(outputs, tiled=True)
+  return np.concatenate([np.asarray(o, np.float32) for o in outputs])[:n]
 
 
 def embed_images(clip, pngs: Sequence[bytes], *, batch_size: int = 128, progress: bool = True,
-                 normalization: str = 'clip') -> np.ndarray:
-  """PNG-encoded drawings -> (N, D) float32 image embeddings (un-normalised)."""
+                 normalization: str = 'clip', load: Callable[[object], np.ndarray] | None = None) -> np.ndarray:
+  """Drawings -> (N, D) float32 image embeddings (un-normalised). ``pngs`` is any random-access sequence
+  (read item by item); by default its items are PNG bytes of preprocessed drawings, and ``load`` turns
+  other items (e.g. file paths) into uint8 grayscale arrays."""
   size = clip.config.vision.image_size
-  graphdef, state = nnx.split(clip)
-  fn = jax.jit(lambda state, x: nnx.merge(graphdef, state).encode_image(x))
-  pixels = (image_ops.to_model_input(image_ops.decode_png(p), size, normalization) for p in pngs)
-  return _batched_apply(lambda x: fn(state, x), pixels, len(pngs), batch_size, 'embed images', progress)
+  load = load or image_ops.decode_png
+  prepare = lambda idx: np.stack([image_ops.to_model_input(load(pngs[i]), size, normalization) for i in idx])
+  return _embed(clip, 'encode_image', len(pngs), prepare, batch_size=batch_size, desc='embed images',
+                progress=progress)
 
 
 def embed_texts(clip, tokenizer, texts: Sequence[str], *, batch_size: int = 256, progress: bool = True) -> np.ndarray:
-  graphdef, state = nnx.split(clip)
-  fn = jax.jit(lambda state, x: nnx.merge(graphdef, state).encode_text(x))
-  ids = (row for t0 in range(0, len(texts), batch_size) for row in tokenizer(texts[t0:t0 + batch_size]))
-  return _batched_apply(lambda x: fn(state, x), ids, len(texts), batch_size, 'embed texts', progress)
+  """Texts -> (N, D) float32 text embeddings (un-normalised)."""
+  prepare = lambda idx: tokenizer([texts[i] for i in idx])
+  return _embed(clip, 'encode_text', len(texts), prepare, batch_size=batch_size, desc='embed texts',
+                progress=progress)

@@ -1,10 +1,12 @@
 """Evaluation metrics as pure functions of embedding and label arrays.
 
 Similarities are computed in fixed-size chunks on the device (jit; query rows sharded over all local
-devices when there are several), so neither a Q×G matrix nor a sort of the gallery is ever needed. Average
-precision is computed from the ranks of the relevant items exactly as
-``sklearn.metrics.average_precision_score`` defines it, ties included: for each relevant item r,
-precision at r's score = #relevant scoring ≥ s_r / #items scoring ≥ s_r, averaged over r.
+devices when there are several), so neither a Q×G matrix nor a sort of the gallery is ever needed, and
+in full float32 (``Precision.HIGHEST``: default precision is bf16 passes on TPU and TF32 on GPU, errors
+of ~1e-4 that reorder a large gallery). Average precision is computed from the ranks of the relevant
+items exactly as ``sklearn.metrics.average_precision_score`` defines it, ties included: for each
+relevant item r, precision at r's score = #relevant scoring ≥ s_r / #items scoring ≥ s_r, averaged over r.
+Embeddings with NaN or Inf rows are refused: they would score as ties, not as failures.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 RANKS = (1, 5, 10, 20, 50, 100)
+HIGHEST = jax.lax.Precision.HIGHEST
 
 
 def l2_normalize(x: np.ndarray) -> np.ndarray:
@@ -32,6 +35,10 @@ def _check_2d(name, x, dim=None):
     raise ValueError(f'{name} has dimension {x.shape[1]}, expected {dim} (to match the other embeddings)')
   if x.shape[0] == 0:
     raise ValueError(f'{name} is empty')
+  bad = np.flatnonzero(~np.isfinite(x).all(axis=1))
+  if bad.size:
+    raise ValueError(f'{name} has {bad.size} of {x.shape[0]} rows with NaN or Inf (first rows: '
+                     f'{bad[:5].tolist()}); refusing to score them (a diverged model?)')
   return x
 
 
@@ -64,7 +71,7 @@ def _pad_rows(x, n, value=0):
 def _similarities(q, g):
   # The one place query-gallery scores are computed: both passes below reuse it, so a relevant item's
   # score and the scores it is compared with are rounded identically (ties stay ties).
-  return jnp.dot(q, g.T, preferred_element_type=jnp.float32)
+  return jnp.dot(q, g.T, precision=HIGHEST, preferred_element_type=jnp.float32)
 
 
 @jax.jit
@@ -89,13 +96,44 @@ def _count_nonrelevant_ge(sims, q_labels, rel_sorted, g_labels, g_valid):
   return at_least[:, 1:]
 
 
+@functools.partial(jax.jit, static_argnames='k')
+def _merge_top_k(sims, g_index, g_valid, best_scores, best_index, k):
+  """Running top-k (score, gallery index) per query, merged with this chunk's; ties keep the lower index."""
+  scores, local = jax.lax.top_k(jnp.where(g_valid[None, :], sims, -jnp.inf), k)
+  scores = jnp.concatenate([best_scores, scores], axis=1)
+  index = jnp.concatenate([best_index, g_index[local]], axis=1)
+  best_scores, pick = jax.lax.top_k(scores, k)
+  return best_scores, jnp.take_along_axis(index, pick, axis=1)
+
+
+def _pml_scores(knn_relevant, n_rel):
+  """pytorch-metric-learning's AccuracyCalculator(k="max_bin_count") numbers from each query's top-k
+  relevance (k = the largest gallery count of any query label) and its number R of relevant items."""
+  hits = knn_relevant.astype(np.float64)
+  precision_at_i = np.cumsum(hits, axis=1) * hits / np.arange(1, hits.shape[1] + 1)
+  within_r = np.arange(hits.shape[1])[None, :] < n_rel[:, None]
+  return {'precision_at_1': float(hits[:, 0].mean()),
+          'pml_map': float(np.mean(precision_at_i.sum(1) / n_rel)),
+          'map_at_r': float(np.mean((precision_at_i * within_r).sum(1) / n_rel))}
+
+
 def image_retrieval(query, query_labels, gallery, gallery_labels, *, ks=RANKS, query_chunk=256,
                     gallery_chunk=8192) -> dict:
-  """DeepPatent protocol: relevant = same label (patent) as the query; mAP over queries with ≥1 relevant
-  gallery item; Rank@k = fraction of those queries with a relevant item among the top k (ties count
-  against the query: an item tied with a relevant one ranks above it).
+  """DeepPatent protocol: relevant = same label (patent) as the query; over the queries with ≥1 relevant
+  gallery item:
 
-  Returns mAP, rank@k, per-query AP (NaN where no relevant item), and the count of queries without one.
+  - ``mAP``: mean of sklearn's average precision over the whole gallery (DeepPatent's official number);
+  - ``rank@k``: share of queries whose first relevant item ranks within k, where that rank is 1 + the
+    number of non-relevant items scoring at least as high as the best relevant one (a tie with a
+    non-relevant item counts against the query; a duplicate relevant item does not);
+  - pytorch-metric-learning's ``AccuracyCalculator(k="max_bin_count")`` numbers, which the SWIN+ArcFace
+    and PATENTCLIP retrieval code report (not comparable with ``mAP``): ``precision_at_1`` (the nearest
+    item is relevant), ``pml_map`` (its mean_average_precision: precision at each relevant hit within
+    the top k = the largest gallery count of one query label, summed and divided by the query's number
+    R of relevant items, as in pytorch-metric-learning 2.x) and ``map_at_r`` (its
+    mean_average_precision_at_r: the same within the top R). Ties among neighbours keep gallery order.
+
+  Also per-query AP (NaN where no relevant item), the count of queries without one, and num_queries.
   """
   query = l2_normalize(_check_2d('query', query))
   gallery = l2_normalize(_check_2d('gallery', gallery, query.shape[1]))
@@ -108,7 +146,10 @@ def image_retrieval(query, query_labels, gallery, gallery_labels, *, ks=RANKS, q
   starts = np.searchsorted(g_codes[order], q_codes, side='left')
   ends = np.searchsorted(g_codes[order], q_codes, side='right')
   n_rel = ends - starts
-  r_max = max(int(n_rel.max()), 1)
+  has_rel = n_rel > 0
+  if not has_rel.any():
+    raise ValueError('no query has a relevant gallery item: check that query and gallery labels match')
+  r_max = int(n_rel.max())
   rel_index = np.full((query.shape[0], r_max), -1, np.int64)
   for i in np.flatnonzero(n_rel):
     rel_index[i, :n_rel[i]] = order[starts[i]:ends[i]]
@@ -117,15 +158,16 @@ def image_retrieval(query, query_labels, gallery, gallery_labels, *, ks=RANKS, q
   gl_pad = _pad_rows(g_codes, g_pad.shape[0], -1)
   valid = np.arange(g_pad.shape[0]) < gallery.shape[0]
   gallery_dev = jnp.asarray(g_pad)
+  chunks = [slice(g0, g0 + gallery_chunk) for g0 in range(0, g_pad.shape[0], gallery_chunk)]
   ap = np.full(query.shape[0], np.nan)
   best_rank = np.full(query.shape[0], np.inf)
+  knn_relevant = np.zeros((query.shape[0], r_max), bool)
   for q0 in range(0, query.shape[0], query_chunk):
     q = _pad_rows(query[q0:q0 + query_chunk], query_chunk)
     ql = _pad_rows(q_codes[q0:q0 + query_chunk], query_chunk, -2)
     ri = _pad_rows(rel_index[q0:q0 + query_chunk], query_chunk, -1)
     present = ri >= 0
     q_dev = _shard_rows(q)
-    chunks = [slice(g0, g0 + gallery_chunk) for g0 in range(0, g_pad.shape[0], gallery_chunk)]
     rel_dev = jnp.full(ri.shape, jnp.inf, jnp.float32)  # +inf: padding, never <= a real score
     for sl in chunks:
       local = ri - sl.start
@@ -135,25 +177,30 @@ def image_retrieval(query, query_labels, gallery, gallery_labels, *, ks=RANKS, q
     rel_dev = jnp.sort(rel_dev, axis=1)  # real scores first, +inf padding last; counts follow this order
     counts = np.zeros(ri.shape, np.int64)
     ql_dev = _shard_rows(ql)
+    top_scores = jnp.full((query_chunk, r_max), -jnp.inf, jnp.float32)
+    top_index = jnp.zeros((query_chunk, r_max), jnp.int32)
     for sl in chunks:
-      counts += np.asarray(_count_nonrelevant_ge(_similarities(q_dev, gallery_dev[sl]), ql_dev, rel_dev,
-                                                 jnp.asarray(gl_pad[sl]), jnp.asarray(valid[sl])))
+      sims = _similarities(q_dev, gallery_dev[sl])
+      g_valid = jnp.asarray(valid[sl])
+      counts += np.asarray(_count_nonrelevant_ge(sims, ql_dev, rel_dev, jnp.asarray(gl_pad[sl]), g_valid))
+      top_scores, top_index = _merge_top_k(sims, jnp.arange(sl.start, sl.stop, dtype=jnp.int32), g_valid,
+                                           top_scores, top_index, k=min(r_max, gallery.shape[0]))
     rel = np.asarray(rel_dev)
-    for j in range(min(query_chunk, query.shape[0] - q0)):
+    n = min(query_chunk, query.shape[0] - q0)
+    knn = np.asarray(top_index)[:n]
+    knn_relevant[q0:q0 + n, :knn.shape[1]] = g_codes[knn] == q_codes[q0:q0 + n, None]
+    for j in range(n):
       r = int(n_rel[q0 + j])
       if r == 0:
         continue
       s = rel[j, :r]
       rel_ge = (s[None, :] >= s[:, None]).sum(1)  # relevant items scoring ≥ each relevant score
-      n_ge = rel_ge + counts[j, :r]
-      ap[q0 + j] = float(np.mean(rel_ge / n_ge))
-      best_rank[q0 + j] = n_ge[np.argmax(s)]
-  has_rel = n_rel > 0
-  if not has_rel.any():
-    raise ValueError('no query has a relevant gallery item: check that query and gallery labels match')
+      ap[q0 + j] = float(np.mean(rel_ge / (rel_ge + counts[j, :r])))
+      best_rank[q0 + j] = 1 + counts[j, r - 1]  # s is ascending: s[r-1] is the best relevant score
   out = {'mAP': float(np.mean(ap[has_rel]))}
   for k in ks:
     out[f'rank@{k}'] = float(np.mean(best_rank[has_rel] <= k))
+  out.update(_pml_scores(knn_relevant[has_rel], n_rel[has_rel]))
   out['queries_without_relevant'] = int((~has_rel).sum())
   out['num_queries'] = int(has_rel.sum())
   out['per_query_ap'] = ap
@@ -162,20 +209,22 @@ def image_retrieval(query, query_labels, gallery, gallery_labels, *, ks=RANKS, q
 
 # ----------------------------------------------------------------------------- multimodal retrieval
 
-@functools.partial(jax.jit, static_argnames='offset')
+@jax.jit
 def _pair_ranks(rows, cols, offset):
-  sims = jnp.dot(rows, cols.T, preferred_element_type=jnp.float32)
+  # offset is traced (not static): one program for every chunk; padded rows (beyond cols) are dropped
+  sims = jnp.dot(rows, cols.T, precision=HIGHEST, preferred_element_type=jnp.float32)
   idx = jnp.arange(rows.shape[0])
-  own = sims[idx, offset + idx]
-  others = jnp.ones_like(sims, bool).at[idx, offset + idx].set(False)
-  return 1 + jnp.sum(others & (sims >= own[:, None]), axis=1)  # ties count against the pair
+  own = jnp.take_along_axis(sims, jnp.minimum(offset + idx, cols.shape[0] - 1)[:, None], axis=1)
+  others = jnp.arange(cols.shape[0])[None, :] != (offset + idx)[:, None]
+  return 1 + jnp.sum(others & (sims >= own), axis=1)  # ties count against the pair
 
 
 def _ranks(rows, cols, chunk):
-  ranks = []
-  for r0 in range(0, rows.shape[0], chunk):
-    ranks.append(np.asarray(_pair_ranks(jnp.asarray(rows[r0:r0 + chunk]), jnp.asarray(cols), r0)))
-  return np.concatenate(ranks)
+  chunk = min(chunk, rows.shape[0])
+  cols_dev = jnp.asarray(cols)
+  ranks = [np.asarray(_pair_ranks(jnp.asarray(_pad_rows(rows[r0:r0 + chunk], chunk)), cols_dev, r0))
+           for r0 in range(0, rows.shape[0], chunk)]
+  return np.concatenate(ranks)[:rows.shape[0]]
 
 
 def multimodal_retrieval(image, text, *, ks=(1, 5, 10), chunk=1024) -> dict:

@@ -39,23 +39,21 @@ def long_tail(per_class: dict[str, np.ndarray], class_counts, class_codes, path:
   return path
 
 
-def retrieval_grid(records, retrieval: dict, path: str, *, queries: int = 6, top_k: int = 6) -> str:
-  """A few queries with their top-k gallery drawings; relevant ones framed green, others red."""
+def retrieval_grid(retrieval: dict, path: str, *, queries: int = 6, top_k: int = 6) -> str:
+  """A few queries with their top-k gallery drawings (``query_images`` / ``gallery_images``: PNG bytes by
+  row); relevant ones framed green, others red."""
   plt = _pyplot()
-  by_index = {r['index']: r for r in records}
   q = retrieval['query'] / np.linalg.norm(retrieval['query'], axis=1, keepdims=True)
   g = retrieval['gallery'] / np.linalg.norm(retrieval['gallery'], axis=1, keepdims=True)
   chosen = np.linspace(0, len(q) - 1, min(queries, len(q))).astype(int)
   fig, axes = plt.subplots(len(chosen), top_k + 1, figsize=(1.6 * (top_k + 1), 1.7 * len(chosen)), squeeze=False)
   for row, qi in enumerate(chosen):
-    rec, sheet = retrieval['query_refs'][qi]
-    axes[row, 0].imshow(image_ops.decode_png(by_index[rec]['images'][sheet]), cmap='gray')
+    axes[row, 0].imshow(image_ops.decode_png(retrieval['query_images'][qi]), cmap='gray')
     axes[row, 0].set_title('query', fontsize=7)
     order = np.argsort(-(g @ q[qi]))[:top_k]
     for col, gi in enumerate(order, start=1):
-      grec, gsheet = retrieval['gallery_refs'][gi]
       ax = axes[row, col]
-      ax.imshow(image_ops.decode_png(by_index[grec]['images'][gsheet]), cmap='gray')
+      ax.imshow(image_ops.decode_png(retrieval['gallery_images'][gi]), cmap='gray')
       relevant = retrieval['gallery_ids'][gi] == retrieval['query_ids'][qi]
       for spine in ax.spines.values():
         spine.set_edgecolor('green' if relevant else 'red')

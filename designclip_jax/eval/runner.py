@@ -3,43 +3,85 @@ them, score them with ``metrics``, and print tables."""
 
 from __future__ import annotations
 
+import math
 import os
 
 import numpy as np
 
 from designclip_jax.data import pipeline
 from designclip_jax.eval import metrics
-from designclip_jax.eval.embed import embed_images, embed_texts
+from designclip_jax.eval.embed import embed_images, embed_texts, place_on_devices
 
 TASKS = ('zero_shot', 'image_retrieval', 'multimodal_retrieval', 'linear_probe')
 DEFAULT_TEMPLATE = 'a sketch of {}'
 # Flat JSON keys per task, in table order.
 TABLE_KEYS = {
     'zero_shot': ('top1', 'top5', 'balanced_acc', 'head_acc', 'medium_acc', 'tail_acc'),
-    'image_retrieval': ('mAP', 'rank@1', 'rank@5', 'rank@10', 'rank@20', 'rank@50', 'rank@100'),
+    'image_retrieval': ('mAP', 'rank@1', 'rank@5', 'rank@10', 'rank@20', 'rank@50', 'rank@100',
+                        'precision_at_1', 'pml_map', 'map_at_r'),
     'multimodal_retrieval': ('t2i_R@1', 't2i_R@5', 't2i_R@10', 'i2t_R@1', 'i2t_R@5', 'i2t_R@10',
                              't2i_mean_rank', 't2i_median_rank', 'i2t_mean_rank', 'i2t_median_rank'),
     'linear_probe': ('probe_acc', 'probe_balanced_acc'),
 }
+# Counts printed under the metrics: what the scores are over.
+EXTRA_KEYS = ('num_queries', 'queries_without_relevant', 'skipped_missing', 'pairs', 'pairs_seed')
+
+
+class SplitImages:
+  """Drawings of a split, read on access: item k is sheet ``refs[k][1]`` of record ``refs[k][0]``. The
+  embedding reads items in order, so the last record read is kept (one record's sheets at a time)."""
+
+  def __init__(self, source, refs):
+    self.source, self.refs = source, list(refs)
+    self._last = (None, None)
+
+  def __len__(self):
+    return len(self.refs)
+
+  def __getitem__(self, k):
+    index, sheet = self.refs[k]
+    if self._last[0] != index:
+      self._last = (index, self.source[index]['images'])
+    return self._last[1][sheet]
+
+
+def split_records(data_dir: str, split: str) -> list[dict]:
+  """Every record of ``split`` without its images (they are read on access through SplitImages)."""
+  records = []
+  for r in pipeline.eval_records(data_dir, split):
+    r['num_images'] = len(r.pop('images'))
+    records.append(r)
+  if not records:
+    raise ValueError(f'split {split!r} of {data_dir} is empty')
+  return records
 
 
 def retrieval_split(records):
   """DeepPatent-style query/gallery split of drawing sheets (front-page drawings left out: they repeat
   a sheet): each patent with ≥2 sheets gives its first sheet as a query and the rest to the gallery;
-  single-sheet patents only add distractors to the gallery."""
-  query, query_ids, gallery, gallery_ids, query_refs, gallery_refs = [], [], [], [], [], []
+  single-sheet patents only add distractors to the gallery. Returns (record index, sheet) references
+  and patent ids: query_refs, query_ids, gallery_refs, gallery_ids."""
+  query_refs, query_ids, gallery_refs, gallery_ids = [], [], [], []
   for r in records:
-    sheets = list(range(1, len(r['images']))) or [0]
+    sheets = list(range(1, r['num_images'])) or [0]
     if len(sheets) >= 2:
-      query.append(r['images'][sheets[0]])
-      query_ids.append(r['patent_id'])
       query_refs.append((r['index'], sheets[0]))
+      query_ids.append(r['patent_id'])
       sheets = sheets[1:]
     for s in sheets:
-      gallery.append(r['images'][s])
-      gallery_ids.append(r['patent_id'])
       gallery_refs.append((r['index'], s))
-  return query, np.array(query_ids), gallery, np.array(gallery_ids), query_refs, gallery_refs
+      gallery_ids.append(r['patent_id'])
+  return query_refs, np.array(query_ids), gallery_refs, np.array(gallery_ids)
+
+
+def pair_subset(n: int, pairs: int | None, seed: int) -> np.ndarray:
+  """Indices of a fixed, seeded subset of ``pairs`` of the ``n`` records (all of them, in order, when
+  ``pairs`` is None or not smaller than ``n``)."""
+  if pairs is None or pairs >= n:
+    return np.arange(n)
+  if pairs < 1:
+    raise ValueError(f'--pairs must be at least 1, got {pairs}')
+  return np.sort(np.random.default_rng(seed).choice(n, pairs, replace=False))
 
 
 def class_prompt_embeddings(clip, tokenizer, class_names, templates):
@@ -51,25 +93,27 @@ def class_prompt_embeddings(clip, tokenizer, class_names, templates):
 
 def evaluate(clip, tokenizer, data_dir: str, split: str, tasks, *, batch_size: int = 128, class_counts=None,
              template: str | tuple[str, ...] = DEFAULT_TEMPLATE, progress: bool = True,
-             keep_arrays: bool = False, pixel_normalization: str = 'clip') -> dict:
-  """All requested tasks on ``split``; flat metric keys (fractions; ranks 1-based). With
-  ``keep_arrays`` the per-class and per-query arrays and the retrieval split are kept too (for plots)."""
+             keep_arrays: bool = False, pixel_normalization: str = 'clip', pairs: int | None = None,
+             pairs_seed: int = 0) -> dict:
+  """All requested tasks on ``split``; flat metric keys (fractions; ranks 1-based). Embedding runs on every
+  device of every process (call it in every process); every process gets the same scores. Multimodal
+  retrieval ranks within a fixed seeded subset of ``pairs`` records when given (the paper's 5,000).
+  With ``keep_arrays`` the per-class and per-query arrays and the retrieval split are kept too (for plots)."""
   unknown = set(tasks) - set(TASKS)
   if unknown:
     raise ValueError(f'unknown task(s) {sorted(unknown)}; choose from {TASKS}')
   table = pipeline.class_table(data_dir)
   class_counts = table['train_counts'] if class_counts is None else class_counts
-  records = list(pipeline.eval_records(data_dir, split))
-  if not records:
-    raise ValueError(f'split {split!r} of {data_dir} is empty')
-  covers = [r['images'][0] for r in records]
+  records = split_records(data_dir, split)
+  source = pipeline.open_split(data_dir, split)
   labels = np.array([r['label'] for r in records])
+  clip = place_on_devices(clip)  # once, not in every embedding call
   out, arrays = {}, {}
-  embed = lambda pngs: embed_images(clip, pngs, batch_size=batch_size, progress=progress,
-                                    normalization=pixel_normalization)
+  embed = lambda images: embed_images(clip, images, batch_size=batch_size, progress=progress,
+                                      normalization=pixel_normalization)
   cover_emb = None
   if {'zero_shot', 'multimodal_retrieval', 'linear_probe'} & set(tasks):
-    cover_emb = embed(covers)
+    cover_emb = embed(SplitImages(source, [(r['index'], 0) for r in records]))
   if 'zero_shot' in tasks:
     templates = (template,) if isinstance(template, str) else tuple(template)
     classes = class_prompt_embeddings(clip, tokenizer, table['names'], templates)
@@ -77,30 +121,38 @@ def evaluate(clip, tokenizer, data_dir: str, split: str, tasks, *, batch_size: i
     arrays['per_class_acc'], arrays['per_class_n'] = scores.pop('per_class_acc'), scores.pop('per_class_n')
     out.update(scores)
   if 'multimodal_retrieval' in tasks:
-    text_emb = embed_texts(clip, tokenizer, [r['caption'] for r in records], batch_size=batch_size,
+    chosen = pair_subset(len(records), pairs, pairs_seed)
+    text_emb = embed_texts(clip, tokenizer, [records[i]['caption'] for i in chosen], batch_size=batch_size,
                            progress=progress)
-    out.update(metrics.multimodal_retrieval(cover_emb, text_emb))
+    out.update(metrics.multimodal_retrieval(cover_emb[chosen], text_emb))
+    out.update(pairs=len(chosen), pairs_seed=pairs_seed)
   if 'image_retrieval' in tasks:
-    query, qids, gallery, gids, qrefs, grefs = retrieval_split(records)
-    if not query:
+    qrefs, qids, grefs, gids = retrieval_split(records)
+    if not qrefs:
       raise ValueError(f'no patent in split {split!r} has two drawing sheets: image retrieval needs queries')
-    q_emb, g_emb = embed(query), embed(gallery)
+    query_images, gallery_images = SplitImages(source, qrefs), SplitImages(source, grefs)
+    q_emb, g_emb = embed(query_images), embed(gallery_images)
     scores = metrics.image_retrieval(q_emb, qids, g_emb, gids)
     arrays['per_query_ap'] = scores.pop('per_query_ap')
-    arrays['retrieval'] = dict(query=q_emb, gallery=g_emb, query_refs=qrefs, gallery_refs=grefs, query_ids=qids,
-                               gallery_ids=gids)
+    arrays['retrieval'] = dict(query=q_emb, gallery=g_emb, query_images=query_images,
+                               gallery_images=gallery_images, query_ids=qids, gallery_ids=gids)
     out.update(scores)
   if 'linear_probe' in tasks:
-    train = list(pipeline.eval_records(data_dir, 'train'))
-    train_emb = embed([r['images'][0] for r in train])
-    scores = metrics.linear_probe(train_emb, [r['label'] for r in train], cover_emb, labels,
+    train_source = pipeline.open_split(data_dir, 'train')
+    train_emb = embed(SplitImages(train_source, [(i, 0) for i in range(len(train_source))]))
+    scores = metrics.linear_probe(train_emb, pipeline.record_labels(train_source), cover_emb, labels,
                                   num_classes=len(table['codes']))
     scores.pop('probe_predictions')
     out.update(scores)
+  out = defined(out)
   if keep_arrays:
     out['_arrays'] = arrays
-    out['_records'] = records
   return out
+
+
+def defined(scores: dict) -> dict:
+  """NaN metrics (e.g. tail accuracy with no tail class in the split) as None: JSON null, '-' in tables."""
+  return {k: None if isinstance(v, float) and math.isnan(v) else v for k, v in scores.items()}
 
 
 def print_table(results: dict[str, dict], file=None) -> None:
@@ -108,7 +160,7 @@ def print_table(results: dict[str, dict], file=None) -> None:
   names = list(results)
   keys = [k for task_keys in TABLE_KEYS.values() for k in task_keys
           if any(k in r for r in results.values())]
-  extra = [k for k in ('queries_without_relevant', 'num_queries') if any(k in r for r in results.values())]
+  extra = [k for k in EXTRA_KEYS if any(k in r for r in results.values())]
   width = max(12, *(len(n) for n in names))
   lines = [f'{"metric":<22}' + ''.join(f'{n:>{width + 2}}' for n in names)]
   for k in keys + extra:

@@ -3,6 +3,8 @@
 Set-up (data, model spec, mesh, sharded state from eval_shape, jitted step) → resume from the newest
 checkpoint if one exists → loop (feed host-local slices as global arrays, step, check, log, save) →
 final checkpoint → evaluation on the held-out split.
+
+Every file goes through etils.epath, so the workdir (and the data set) may be a bucket URL (gs://…).
 """
 
 from __future__ import annotations
@@ -16,7 +18,9 @@ import time
 
 import jax
 import numpy as np
+from etils import epath
 from flax import nnx
+from jax.experimental import multihost_utils
 
 from designclip_jax import sharding
 from designclip_jax.weights import hf_format
@@ -25,6 +29,11 @@ from designclip_jax.data.prepare import ensure_dataset
 from designclip_jax.weights import run_checkpoints
 from designclip_jax.weights.model_spec import ModelSpec, spec_from_config
 from designclip_jax.train.step import compile_step, init_state, make_optimizer
+
+
+# The CLI's exit status after a preemption checkpoint (EX_TEMPFAIL in sysexits.h: "try again later"), so a
+# scheduler can requeue the job on it; the rerun resumes from that checkpoint.
+PREEMPTED_EXIT_CODE = 75
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -49,41 +58,67 @@ def maybe_initialize_distributed(cfg) -> None:
 
 
 class _Preemption:
-  """SIGTERM sets a flag; the loop then saves a checkpoint and exits cleanly."""
+  """A SIGTERM on any process stops every process after the same step, which they all save.
+
+  Several processes: JAX's preemption service (started by jax.distributed.initialize, it catches SIGTERM)
+  spreads the notice and agrees on a step, the largest step any process has reached + 1; each process asks
+  at every step. Hosts that stopped on their own flags would diverge: one in the collective save, another
+  in the next step, until the heartbeat timeout. One process: a SIGTERM handler sets a flag.
+  """
 
   def __init__(self):
     self.requested = False
-    self._previous = signal.signal(signal.SIGTERM, self._handle)
+    self._agreed = jax.process_count() > 1
+    if not self._agreed:
+      self._previous = signal.signal(signal.SIGTERM, self._handle)
 
   def _handle(self, signum, frame):
     logging.warning('SIGTERM received: saving a checkpoint and stopping')
     self.requested = True
 
+  def reached(self, step: int) -> bool:
+    """Whether to save and stop after ``step``; every process must ask at every step."""
+    if self._agreed:
+      self.requested = multihost_utils.reached_preemption_sync_point(step)
+    return self.requested
+
   def restore(self):
-    signal.signal(signal.SIGTERM, self._previous)
+    if not self._agreed:
+      signal.signal(signal.SIGTERM, self._previous)
 
 
 class MetricWriter:
-  """metrics.jsonl + TensorBoard, written by process 0 only."""
+  """metrics.jsonl + TensorBoard, written by process 0 only. A local metrics.jsonl is appended to; a bucket
+  object cannot be, so a URL workdir's file is rewritten whole at each write. TensorBoard writes gs:// itself
+  (tensorboardX, with google-cloud-storage installed: the ``gcs`` extra)."""
 
-  def __init__(self, workdir: str):
+  def __init__(self, workdir: epath.Path):
     self.active = jax.process_index() == 0
     if self.active:
       from tensorboardX import SummaryWriter  # pylint: disable=import-outside-toplevel
-      self.jsonl = open(os.path.join(workdir, 'metrics.jsonl'), 'a')
-      self.tb = SummaryWriter(os.path.join(workdir, 'tensorboard'))
+      self.path = workdir / 'metrics.jsonl'
+      self.local = '://' not in str(workdir)
+      self.lines = [] if self.local or not self.path.exists() else self.path.read_text().splitlines(keepends=True)
+      self.jsonl = self.path.open('a') if self.local else None
+      self.tb = SummaryWriter(str(workdir / 'tensorboard'))
 
   def write(self, step: int, metrics: dict) -> None:
     if not self.active:
       return
-    self.jsonl.write(json.dumps({'step': step, **{k: float(v) for k, v in metrics.items()}}) + '\n')
-    self.jsonl.flush()
+    line = json.dumps({'step': step, **{k: float(v) for k, v in metrics.items()}}) + '\n'
+    if self.local:
+      self.jsonl.write(line)
+      self.jsonl.flush()
+    else:
+      self.lines.append(line)
+      self.path.write_text(''.join(self.lines))
     for k, v in metrics.items():
       self.tb.add_scalar(k, float(v), step)
 
   def close(self):
     if self.active:
-      self.jsonl.close()
+      if self.local:
+        self.jsonl.close()
       self.tb.close()
 
 
@@ -120,8 +155,8 @@ def train_and_evaluate(config, workdir: str) -> dict:
   """Train per ``config`` in ``workdir`` (resuming if it holds checkpoints); return final metrics."""
   from tqdm import tqdm  # pylint: disable=import-outside-toplevel
   maybe_initialize_distributed(config)
-  workdir = os.path.abspath(workdir)
-  os.makedirs(workdir, exist_ok=True)
+  workdir = run_checkpoints.absolute(workdir)
+  workdir.mkdir(parents=True, exist_ok=True)
   tc, lc = config.train, config.loss
   lambdas = tuple(float(x) for x in lc.lambdas)
 
@@ -131,8 +166,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
   spec = spec_from_config(config.model, len(table['codes']), pipeline.tokenizer_dir(data_dir))
   if jax.process_index() == 0:
     spec.save(workdir)
-    with open(os.path.join(workdir, 'config.json'), 'w') as f:
-      f.write(config.to_json_best_effort(indent=1))
+    (workdir / 'config.json').write_text(config.to_json_best_effort(indent=1))
   tokenizer = spec.tokenizer()
 
   # ---- mesh, sharded state (shapes first, then allocation in place), jitted step
@@ -149,21 +183,22 @@ def train_and_evaluate(config, workdir: str) -> dict:
 
   # ---- resume by default
   mngr = run_checkpoints.manager(workdir, tc.keep_checkpoints)
-  start, data_state = 0, None
+  start = 0
   if mngr.latest_step() is not None:
     model_state, opt_state, meta = run_checkpoints.restore(mngr, mngr.latest_step(), model_state,
                                                          step_fn.model_sharding, opt_state, step_fn.opt_sharding)
-    start, data_state = meta['step'], meta['data_iterator']
-    logging.info('resumed from step %d', start)
+    start = meta['step']
+    if jax.process_index() == 0:
+      print(f'resumed from step {start} ({run_checkpoints.step_dir(mngr, mngr.latest_step())})', flush=True)
 
   opts = pipeline.TrainOptions(
       image_size=spec.clip.vision.image_size, global_batch=tc.global_batch, seed=tc.seed,
       beta_sample=lc.beta_sample, beta_loss=lc.beta_loss, pair_strategy=config.data.pair_strategy,
       augment=config.data.augment, process_index=jax.process_index(), process_count=jax.process_count(),
       worker_count=config.data.worker_count, pixel_normalization=spec.pixel_normalization)
-  iterator = iter(pipeline.train_dataset(data_dir, opts, tokenizer))
-  if data_state is not None:
-    iterator.set_state(data_state)
+  # The stream is a function of the global step: resuming from the step, not from a saved iterator state (whose
+  # shape depends on data.worker_count), lets a run resume with other worker or process counts.
+  iterator = iter(pipeline.train_dataset(data_dir, opts, tokenizer, start_step=start))
 
   writer = MetricWriter(workdir)
   preemption = _Preemption()
@@ -188,14 +223,13 @@ def train_and_evaluate(config, workdir: str) -> dict:
         writer.write(step, host_metrics)
         bar.set_postfix({k: f'{v:.3g}' for k, v in host_metrics.items() if k != 'grad_norm'})
         window_start, window_steps = time.perf_counter(), 0
-      if tc.eval_every and step % tc.eval_every == 0 and jax.process_count() == 1:
+      if tc.eval_every and step % tc.eval_every == 0:  # every process embeds a share
         scores = _evaluate(config, step_fn, model_state, tokenizer, data_dir, table, spec,
                            config.eval.periodic_split, config.eval.periodic_tasks, progress=False)
         writer.write(step, {f'val/{k}': v for k, v in scores.items() if isinstance(v, float)})
-      if step % tc.checkpoint_every == 0 or step == tc.steps or preemption.requested:
+      if preemption.reached(step) or step % tc.checkpoint_every == 0 or step == tc.steps:
         _check_finite(*pending)
-        run_checkpoints.save(mngr, step, model_state, opt_state,
-                           {'step': step, 'data_iterator': iterator.get_state()})
+        run_checkpoints.save(mngr, step, model_state, opt_state, {'step': step})
   finally:
     bar.close()
     mngr.wait_until_finished()
@@ -203,13 +237,13 @@ def train_and_evaluate(config, workdir: str) -> dict:
     writer.close()
     preemption.restore()
 
-  result = {'step': step, **host_metrics}
-  if step >= tc.steps and config.eval.tasks and jax.process_count() == 1:
+  result = {'step': step, 'preempted': preemption.requested, **host_metrics}
+  if step >= tc.steps and config.eval.tasks:
     from designclip_jax.eval import runner  # pylint: disable=import-outside-toplevel
     scores = _evaluate(config, step_fn, model_state, tokenizer, data_dir, table, spec, config.eval.split,
                        config.eval.tasks)
-    runner.print_table({'this run': scores})
-    with open(os.path.join(workdir, f'eval_{config.eval.split}.json'), 'w') as f:
-      json.dump(scores, f, indent=1)
+    if jax.process_index() == 0:
+      runner.print_table({'this run': scores})
+      (workdir / f'eval_{config.eval.split}.json').write_text(json.dumps(scores, indent=1))
     result.update(scores)
   return result

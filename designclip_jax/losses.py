@@ -19,7 +19,14 @@ import math
 import jax
 import jax.numpy as jnp
 
-MAX_LOGIT_SCALE = math.log(100.0)
+MAX_LOGIT_SCALE = math.log(100.0)  # CLIP's cap on the inverse temperature (100)
+
+
+def clamp_logit_scale(logit_scale):
+  """The log inverse temperature kept in [0, ln 100], as open_clip does after each optimizer update.
+  Clamping the parameter, not its use in the loss, keeps the gradient whole at the cap (OpenAI's
+  checkpoints sit exactly at ln 100), so a step that wants a higher temperature can always take it."""
+  return jnp.clip(logit_scale, 0.0, MAX_LOGIT_SCALE)
 
 
 def l2_normalize(x, eps: float = 1e-12):
@@ -40,10 +47,11 @@ def contrastive_sum(rows_a, rows_b, cols_a, cols_b, row_ids, col_ids, row_offset
   cols_a, cols_b: (B, D) the same for the whole global batch; local row i is global row offset + i.
   row_ids, col_ids: patent ids; a column of the same patent as row i (other than i itself) is a
     duplicate and is removed from row i's softmax, never counted as a negative.
-  weights: (b,) normalised example weights. logit_scale: scalar log-temperature (clamped to ln 100).
+  weights: (b,) normalised example weights. logit_scale: scalar log inverse temperature, used as is (the
+    train step clamps the parameter after each update: ``clamp_logit_scale``).
   Returns Σ_i w_i · ½(CE_a→b(i) + CE_b→a(i)).
   """
-  scale = jnp.exp(jnp.minimum(logit_scale, MAX_LOGIT_SCALE))
+  scale = jnp.exp(logit_scale)
   rows_a, rows_b = l2_normalize(rows_a), l2_normalize(rows_b)
   cols_a, cols_b = l2_normalize(cols_a), l2_normalize(cols_b)
   targets = row_offset + jnp.arange(rows_a.shape[0])

@@ -1,5 +1,6 @@
 """Each loss against a float64 NumPy re-implementation written independently here."""
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -11,7 +12,7 @@ def np_infonce(a, b, ids, w, logit_scale):
   """Symmetric InfoNCE in float64 with explicit loops: duplicates of a row's patent leave its softmax."""
   a = a / np.linalg.norm(a, axis=1, keepdims=True)
   b = b / np.linalg.norm(b, axis=1, keepdims=True)
-  s = np.exp(min(logit_scale, np.log(100.0)))
+  s = np.exp(logit_scale)
   n = len(a)
   total = 0.0
   for x, y in ((a, b), (b, a)):
@@ -41,7 +42,7 @@ def batch():
   return rng.normal(size=(n, d)), rng.normal(size=(n, d)), ids, w / w.mean()
 
 
-@pytest.mark.parametrize('logit_scale', [np.log(1 / 0.07), 5.5])  # 5.5 > ln 100: clamped
+@pytest.mark.parametrize('logit_scale', [np.log(1 / 0.07), 5.5])  # 5.5 > ln 100: the loss does not clamp
 def test_weighted_infonce_matches_numpy(batch, logit_scale):
   a, b, ids, w = batch
   got = losses.weighted_infonce(jnp.asarray(a, jnp.float32), jnp.asarray(b, jnp.float32), jnp.asarray(ids),
@@ -99,6 +100,7 @@ def test_total_loss_combines_terms_with_lambdas():
 
 
 def test_class_weights_normalised_over_the_global_batch():
+  from designclip_jax import sharding
   from designclip_jax.data.pipeline import class_weights
   from designclip_jax.train.step import loss_terms
   counts = np.array([100, 10, 1, 0])
@@ -113,5 +115,50 @@ def test_class_weights_normalised_over_the_global_batch():
   logits = rng.normal(size=(6, 4))
   raw = w[labels]
   batch = {'weight': jnp.asarray(raw, jnp.float32), 'label': jnp.asarray(labels)}
-  got = loss_terms({'class_logits': jnp.asarray(logits, jnp.float32)}, batch, 0.0, (1.0, 0.0, 0.0), None)
+  mesh = sharding.make_mesh(1, 1, devices=jax.devices()[:1])
+  got = loss_terms({'class_logits': jnp.asarray(logits, jnp.float32)}, batch, 0.0, (1.0, 0.0, 0.0), mesh)
   assert float(got['cacls']) == pytest.approx(np_weighted_ce(logits, labels, raw / raw.mean()), rel=1e-5)
+
+
+# ----------------------------------------------------------------------------- the logit scale at its cap
+
+@pytest.mark.parametrize('logit_scale', [np.log(100.0), 5.0])  # OpenAI's stored value, and above the cap
+def test_logit_scale_gradient_is_whole_at_and_above_the_cap(batch, logit_scale):
+  """d loss / d s against a float64 central difference of the NumPy loss: clamping inside the loss halved
+  it at ln 100 and zeroed it above (issue 15.0); the train step clamps the parameter instead."""
+  a, b, ids, w = batch
+  grad = jax.grad(lambda s: losses.weighted_infonce(a, b, ids, w, s))(jnp.float32(logit_scale))
+  h = 1e-6
+  expected = (np_infonce(a, b, ids, w, logit_scale + h) - np_infonce(a, b, ids, w, logit_scale - h)) / (2 * h)
+  assert abs(expected) > 1.0
+  assert float(grad) == pytest.approx(expected, rel=1e-4)
+
+
+@pytest.mark.parametrize('micro_batches', [1, 2])
+def test_logit_scale_clamped_after_the_update_can_come_back_down(micro_batches):
+  """From s = ln 100 through the real jitted step (plain, and GradCache accumulation), L_MVCL only: views
+  equal to their images make every positive the best match, so the step raises s, and it stays exactly at
+  ln 100; views rolled by one make each image its own row's best negative, so the next step lowers s.
+  (With the clamp inside the loss, s went above ln 100 and then had no gradient at all.)"""
+  from designclip_jax import sharding
+  from designclip_jax.train import step as train_step
+  from designclip_jax.train.config import base_config
+  from tests.test_sharding import _batch, _spec  # the same model and optimizer: the init compiles once
+  mesh = sharding.make_mesh(1, 1, devices=jax.devices()[:1])
+  cfg = base_config().train
+  cfg.learning_rate, cfg.warmup_steps, cfg.steps = 1e-3, 0, 10
+  abstract_model, abstract_opt, model_state, opt_state = train_step.init_state(
+      _spec().build, train_step.make_optimizer(cfg), mesh)
+  cap = np.float32(losses.MAX_LOGIT_SCALE)
+  scale = model_state['clip']['logit_scale']
+  scale[...] = jax.device_put(cap, scale[...].sharding)
+  step = train_step.compile_step(abstract_model, abstract_opt, mesh, (0.0, 0.0, 1.0), micro_batches)
+  batch = _batch()
+  scales, temperatures = [], []
+  for view in (batch['image'], np.roll(batch['image'], 1, axis=0)):
+    model_state, opt_state, metrics = step(model_state, opt_state,
+                                           sharding.global_batch({**batch, 'view': view}, mesh))
+    scales.append(float(model_state['clip']['logit_scale'][...]))
+    temperatures.append(float(metrics['temperature']))
+  assert scales[0] == cap and temperatures[0] == pytest.approx(0.01, rel=1e-6)
+  assert scales[1] < cap - 1e-4 and temperatures[1] == pytest.approx(np.exp(-scales[1]), rel=1e-6)

@@ -85,13 +85,20 @@ def forward_loss(model: DesignCLIP, batch, lambdas, mesh):
   return losses.total_loss(terms, lambdas), terms
 
 
+def _update(model: DesignCLIP, optimizer: nnx.Optimizer, grads):
+  """The optimizer update, then the logit scale clamped to [0, ln 100] (open_clip's way: the loss uses it
+  unclamped, so its gradient at the cap is whole and a step down is always possible)."""
+  optimizer.update(model, grads)
+  model.clip.logit_scale[...] = losses.clamp_logit_scale(model.clip.logit_scale[...])
+
+
 def train_step(model: DesignCLIP, optimizer: nnx.Optimizer, batch, *, lambdas, mesh):
   """One optimizer update in place; returns the step's metrics."""
   model.train()  # ResNet BatchNorm in 'batch' mode normalises with (and records) batch statistics
   (loss, terms), grads = nnx.value_and_grad(forward_loss, has_aux=True)(model, batch, lambdas, mesh)
-  optimizer.update(model, grads)
+  _update(model, optimizer, grads)
   return {'loss': loss, **terms, 'grad_norm': optax.global_norm(grads),
-          'temperature': 1.0 / jnp.exp(jnp.minimum(model.clip.logit_scale[...], losses.MAX_LOGIT_SCALE))}
+          'temperature': 1.0 / jnp.exp(model.clip.logit_scale[...])}
 
 
 def accumulated_train_step(model: DesignCLIP, optimizer: nnx.Optimizer, batch, *, lambdas, mesh, micro_batches):
@@ -159,9 +166,9 @@ def accumulated_train_step(model: DesignCLIP, optimizer: nnx.Optimizer, batch, *
   grads, cacls = jax.lax.fori_loop(0, k, grad_one, (zeros, jnp.zeros((), jnp.float32)))
   if with_head:
     terms = {'cacls': cacls, **terms}
-  optimizer.update(model, grads)
+  _update(model, optimizer, grads)
   return {'loss': contrastive_loss + lambdas[0] * cacls, **terms, 'grad_norm': optax.global_norm(grads),
-          'temperature': 1.0 / jnp.exp(jnp.minimum(model.clip.logit_scale[...], losses.MAX_LOGIT_SCALE))}
+          'temperature': 1.0 / jnp.exp(model.clip.logit_scale[...])}
 
 
 @dataclasses.dataclass

@@ -130,8 +130,9 @@ def _check_usage(args, tasks):
         raise UsageError(f'{flag} does not apply to --embeddings')
   elif not (args.data or args.deeppatent):
     raise UsageError('--data or --deeppatent is required with --checkpoint/--compare')
-  if args.deeppatent and set(tasks) != {'image_retrieval'} and 'all' not in args.task:
-    raise UsageError(f'--deeppatent scores image_retrieval only, not {sorted(set(tasks) - {"image_retrieval"})}')
+  other = set(args.task) - {'image_retrieval', 'all'}
+  if args.deeppatent and other:
+    raise UsageError(f'--deeppatent scores image_retrieval only, not {sorted(other)}')
   if args.skip_missing and not args.deeppatent:
     raise UsageError('--skip-missing applies to --deeppatent')
   if args.save_embeddings and not (args.checkpoint and 'image_retrieval' in tasks):

@@ -8,7 +8,8 @@
     python -m designclip_jax.eval --checkpoint /models/openai/RN50.pt --data data/impact --split test
 
 The ResNet's BatchNorm keeps OpenAI's statistics (models/resnet.py): scale and bias train, statistics do not.
-Hardware as configs/impact_vitb16.py (bf16, global batch 1024, data parallel); RN50 has 102M parameters.
+Hardware as configs/impact_vitb16.py (v4-32, topology v4:2x2x4; bf16, global batch 1024, data parallel);
+RN50 has 102M parameters.
 Smoke test (any machine): --config.train.steps=5 --config.train.global_batch=8
 """
 

@@ -3,8 +3,11 @@
     python -m designclip_jax.train --config configs/impact_vitl14.py --workdir runs/vitl14 \
         --config.data.dir=data/impact --config.model.init=/path/to/clip-vit-large-patch14
 
-Hardware: v4-64 TPU slice or 2 nodes of 8 H100s (launch/slurm_multinode.sh); bf16, remat on, FSDP
-over 8 devices so parameters and Adam state are sharded. Global batch 512. Expected several hours.
+Hardware: a v4-64 TPU slice (32 chips, topology v4:2x4x4); bf16, remat on, FSDP over 8 chips so
+parameters and Adam state are sharded (mesh data=4 x fsdp=8). Global batch 512. Checked to fit by
+`python -m designclip_jax.aot --config configs/impact_vitl14.py` (bench/RESULTS.md). GPU plan, unmeasured:
+2 nodes of 8 H100s (launch/slurm_multinode.sh; data=2 x fsdp=8), checked only by compiling for
+v5p:2x2x4 (16 chips of 95 GiB), not on a GPU.
 Paper (ViT-L): T→I R@5 ≈ 41.7%, R@10 ≈ 52.6%.
 Smoke test: --config.train.steps=2 --config.train.global_batch=8 --config.mesh.fsdp=1
 """
@@ -14,6 +17,7 @@ from designclip_jax.train.config import base_config
 
 def get_config():
   c = base_config()
+  c.hardware = 'v4:2x4x4'  # v4-64; the default target of python -m designclip_jax.aot
   c.model.preset = 'ViT-L/14'
   c.model.init = ''
   c.model.dtype = 'bfloat16'

@@ -15,6 +15,7 @@ from designclip_jax.train.config import base_config
 
 def get_config():
   c = base_config()
+  c.hardware = 'cpu'  # python -m designclip_jax.aot compiles for this target by default
   c.model.preset = 'tiny'
   c.model.fusion_width = 128
   c.model.pixel_normalization = 'sketch'  # from scratch: see data.images.PIXEL_NORMALIZATIONS

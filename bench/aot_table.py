@@ -1,0 +1,140 @@
+"""Every shipped config compiled ahead of time for its Cloud TPU topology (python -m designclip_jax.aot),
+the ViT-L/14 FSDP scaling table, and the 2-slice check: markdown tables for bench/RESULTS.md.
+
+    python bench/aot_table.py                       # all three sections
+    python bench/aot_table.py --section configs     # or fsdp, slices
+    python bench/aot_table.py --out runs/aot_table  # where each compile's JSON report is kept
+
+Each compile runs in its own process, one at a time (a ViT compile takes minutes of CPU and GiB of RAM);
+a report already in --out is reused (--force recompiles). Needs libtpu: pip install -e '.[aot]'.
+Numbers are XLA's memory and cost analysis of the compiled TPU program; step times are roofline lower
+bounds from its FLOPs and HBM bytes at the chip's peak, not measurements.
+"""
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import subprocess
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+GIB = 2 ** 30
+
+# (row label, config file, topology ('' = the config's hardware), --config overrides)
+CONFIG_ROWS = [
+    ('synthetic_tiny', 'configs/synthetic_tiny.py', '', []),
+    ('impact_vitb16', 'configs/impact_vitb16.py', '', []),
+    ('impact_rn50', 'configs/impact_rn50.py', '', []),
+    ('impact_vitl14', 'configs/impact_vitl14.py', '', []),
+    # GPU plans (unmeasured): the TPU with the nearest per-chip memory (v5p, 95 GiB vs 80 GB)
+    ('impact_vitb16, GPU plan (8 GPUs)', 'configs/impact_vitb16.py', 'v5p:2x2x2', []),
+    ('impact_vitl14, GPU plan (2 x 8 GPUs)', 'configs/impact_vitl14.py', 'v5p:2x2x4', []),
+]
+FSDP_TOPOLOGY, FSDP_BATCH = 'v5p:2x2x2', 256
+FSDP_ROWS = [(f'impact_vitl14 fsdp={f}', 'configs/impact_vitl14.py', FSDP_TOPOLOGY,
+              [f'--config.mesh.fsdp={f}', f'--config.mesh.data={8 // f}', f'--config.train.global_batch={FSDP_BATCH}'])
+             for f in (1, 2, 4, 8)]
+# the multi-slice property does not depend on the model's size: a small ViT keeps the compile short
+SLICE_TOPOLOGY = 'v5e:2x2'
+SLICE_OVERRIDES = ['--config.model.preset=ViT-B/32', '--config.model.overrides.vision_layers=2',
+                   '--config.model.overrides.text_layers=2', '--config.mesh.slices=2', '--config.mesh.fsdp=4',
+                   '--config.mesh.data=2', '--config.train.global_batch=64']
+
+
+def run_one(label, config, topology, overrides, out_dir, force):
+  path = os.path.join(out_dir, label.replace(' ', '_').replace('/', '-').replace(',', '') + '.json')
+  if os.path.exists(path) and not force:
+    with open(path) as f:
+      return json.load(f)
+  cmd = [sys.executable, '-m', 'designclip_jax.aot', f'--config={config}', f'--output={path}', *overrides]
+  if topology:
+    cmd.append(f'--topology={topology}')
+  print('$', ' '.join(cmd[1:]), file=sys.stderr, flush=True)
+  done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, check=False)
+  sys.stderr.write(done.stdout[-3000:])
+  if done.returncode not in (0, 1) or not os.path.exists(path):  # 1 = compiled but does not fit
+    sys.stderr.write(done.stderr[-3000:])
+    return {'error': (done.stderr.strip().splitlines() or ['no output'])[-1][:300]}
+  with open(path) as f:
+    return json.load(f)
+
+
+def gib(b):
+  return f'{b / GIB:.2f}'
+
+
+def config_table(rows) -> str:
+  lines = ['| config | topology (chips) | mesh | global batch | per-chip GiB: params + opt / batch / temp / **total** '
+           '| HBM GiB | fits | TFLOP/step | roofline step ≥ ms | samples/s ≤ | core-hours ≥ (steps) |',
+           '|---|---|---|---|---|---|---|---|---|---|---|']
+  for label, r in rows:
+    if 'error' in r:
+      lines.append(f'| {label} | error: {r["error"]} |' + ' |' * 9)
+      continue
+    b = r['per_chip_bytes']
+    mesh = ' × '.join(f'{k} {v}' for k, v in r['mesh'].items())
+    memory = (f'{gib(b["parameters"] + b["optimizer"])} / {gib(b["batch"])} / '
+              f'{gib(b["temporaries"]) if "temporaries" in b else "–"} / **{gib(b["total"])}**')
+    roof = r.get('roofline')
+    flops = f'{r["flops_per_step"] / 1e12:,.1f}' if r.get('flops_per_step') else '–'
+    tail = (f'{roof["step_seconds"] * 1e3:,.0f} ({roof["bound_by"]}) | {roof["samples_per_second"]:,.0f} | '
+            f'{roof["core_hours"]:,.0f} ({roof["steps"]})') if roof else '– | – | –'
+    lines.append(f'| {label} | {r["topology"]} ({r["chips"]}) | {mesh} | {r["global_batch"]} | {memory} | '
+                 f'{gib(r["hbm_bytes_per_chip"])} | {"yes" if r["fits"] else "**no**"} | {flops} | {tail} |')
+  return '\n'.join(lines)
+
+
+def fsdp_table(rows) -> str:
+  lines = ['| mesh.fsdp | mesh.data | params GiB | optimizer GiB | params + opt vs fsdp=1 | temporaries GiB | '
+           'total GiB | TFLOP per chip |', '|---|---|---|---|---|---|---|---|']
+  base = None
+  for _, r in rows:
+    if 'error' in r:
+      lines.append(f'| error: {r["error"]} |' + ' |' * 7)
+      continue
+    b = r['per_chip_bytes']
+    states = b['parameters'] + b['optimizer']
+    base = base or states
+    lines.append(f'| {r["mesh"]["fsdp"]} | {r["mesh"]["data"]} | {gib(b["parameters"])} | {gib(b["optimizer"])} | '
+                 f'{states / base:.3f} | {gib(b.get("temporaries", 0))} | {gib(b["total"])} | '
+                 f'{r["flops_per_chip"] / 1e12:,.1f} |')
+  return '\n'.join(lines)
+
+
+def slices_table(r) -> str:
+  if 'error' in r:
+    return f'error: {r["error"]}'
+  lines = ['| collective | mesh axes | count | groups of | within one slice | bytes per chip |', '|---|---|---|---|---|---|']
+  for c in r['collectives']:
+    lines.append(f'| {c["op"]} | {c["axes"]} | {c["count"]} | {c["group_size"]} | '
+                 f'{"yes" if c["within_slice"] else "no (crosses DCN)"} | {c["bytes"]:,} |')
+  return '\n'.join(lines)
+
+
+def main():
+  p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+  p.add_argument('--section', nargs='+', default=['configs', 'fsdp', 'slices'], choices=['configs', 'fsdp', 'slices'])
+  p.add_argument('--out', default=os.path.join(ROOT, 'runs', 'aot_table'))
+  p.add_argument('--force', action='store_true', help='recompile reports already in --out')
+  args = p.parse_args()
+  os.makedirs(args.out, exist_ok=True)
+  print(f'machine: {platform.node()} ({os.cpu_count()} CPUs), {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC; '
+        f'command: python bench/aot_table.py --section {" ".join(args.section)}\n')
+  if 'configs' in args.section:
+    rows = [(label, run_one(label, *rest, args.out, args.force)) for label, *rest in CONFIG_ROWS]
+    print('### Every config on its target (XLA:TPU compile, nothing allocated)\n')
+    print(config_table(rows) + '\n', flush=True)
+  if 'fsdp' in args.section:
+    rows = [(label, run_one(label, *rest, args.out, args.force)) for label, *rest in FSDP_ROWS]
+    print(f'### FSDP scaling: ViT-L/14 + Adam, {FSDP_TOPOLOGY} (8 chips), global batch {FSDP_BATCH}, bf16, remat\n')
+    print(fsdp_table(rows) + '\n', flush=True)
+  if 'slices' in args.section:
+    r = run_one('two_slices', 'configs/impact_vitb16.py', SLICE_TOPOLOGY, SLICE_OVERRIDES, args.out, args.force)
+    print(f'### Two slices of {SLICE_TOPOLOGY} (mesh.slices=2, data=2 × fsdp=4): collectives of the compiled step\n')
+    print(slices_table(r) + '\n', flush=True)
+
+
+if __name__ == '__main__':
+  main()

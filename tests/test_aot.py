@@ -1,0 +1,144 @@
+"""Ahead-of-time compilation for a TPU topology (designclip_jax.aot): per-chip memory, FLOPs and collectives
+of the real train step, checked against independent counts (eval_shape sizes, a matmul FLOP count, NumPy)."""
+
+import importlib.util
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+from flax import nnx
+from ml_collections import ConfigDict
+
+from designclip_jax import aot
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+needs_libtpu = pytest.mark.skipif(importlib.util.find_spec('libtpu') is None,
+                                  reason="libtpu is not installed (pip install -e '.[aot]')")
+# one-layer tiny towers: the TPU compile of the full step (3 losses, fusion head, AdamW) takes ~40 s of CPU
+SMALL = ['--config.model.overrides.vision_layers=1', '--config.model.overrides.text_layers=1']
+
+
+def tiny_config(**mesh) -> ConfigDict:
+  spec = importlib.util.spec_from_file_location('synthetic_tiny', ROOT / 'configs' / 'synthetic_tiny.py')
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  c = module.get_config()
+  c.model.overrides.vision_layers = 1
+  c.model.overrides.text_layers = 1
+  c.train.global_batch = 16
+  c.mesh.update(mesh)
+  return c
+
+
+def _bytes(tree) -> int:
+  return sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(tree) if hasattr(x, 'size'))
+
+
+def _matmul_flops(clip, n: int) -> float:
+  """Forward + backward (3x forward) matmul FLOPs of both towers for n examples (two images each)."""
+  v, t = clip.vision, clip.text
+  patches = (v.image_size // v.patch_size) ** 2
+  per_layer = lambda tokens, width, mlp: tokens * (2 * (4 * width * width + 2 * width * mlp) + 4 * tokens * width)
+  vision = 2 * (v.layers * per_layer(patches + 1, v.width, v.mlp_dim) + 2 * patches * v.patch_size ** 2 * 3 * v.width)
+  text = t.layers * per_layer(t.context_length, t.width, t.mlp_dim)
+  return 3.0 * n * (vision + text)
+
+
+@needs_libtpu
+def test_tpu_compile_shards_state_and_reports():
+  """v5e:2x2, data=2 x fsdp=2: FSDP halves the parameter and Adam bytes per chip, XLA's argument bytes
+  hold them, FLOPs match a matmul count, and the report carries the documented fields."""
+  config = tiny_config(data=2, fsdp=2)
+  report = aot.compile_config(config, 'v5e:2x2', config_name='synthetic_tiny.py')
+  spec = aot.model_spec(config.model)
+  abstract_model = nnx.eval_shape(spec.build)
+  full_params = _bytes(nnx.state(abstract_model))
+  b = report.per_chip_bytes
+  assert 0.5 <= b['parameters'] / full_params <= 0.6  # embed-sharded matrices halve; biases, norms replicate
+  assert b['optimizer'] == pytest.approx(2 * b['parameters'], rel=0.01)  # Adam's two moments
+  batch_rows = 16 // 4
+  size = spec.clip.vision.image_size
+  assert b['batch'] == batch_rows * (2 * size * size * 3 * 4 + spec.clip.text.context_length * 4 + 4 * 5)
+  # XLA's own argument bytes: the same arrays plus TPU tile padding of small vectors
+  assert b['parameters'] + b['optimizer'] + b['batch'] <= b['arguments'] <= 1.6 * (
+      b['parameters'] + b['optimizer'] + b['batch'])
+  assert b['temporaries'] > 0 and b['total'] == b['arguments'] + b['temporaries'] + b['outputs']
+  assert report.fits and report.hbm_bytes_per_chip == 16 * 2 ** 30 and report.chips == 4
+  assert report.mesh == {'data': 2, 'fsdp': 2}
+  expected = _matmul_flops(spec.clip, 16)
+  assert 0.9 * expected <= report.flops_per_step <= 1.5 * expected
+  assert report.flops_per_step == pytest.approx(4 * report.flops_per_chip)
+  roof = report.roofline
+  assert roof['step_seconds'] == pytest.approx(max(report.flops_per_chip / 197e12,
+                                                   report.bytes_accessed_per_chip / 819e9))
+  assert roof['core_hours'] == pytest.approx(roof['step_seconds'] * config.train.steps * 4 / 3600)
+  # parameters are all-gathered over fsdp only; the contrastive loss gathers embeddings over both axes
+  assert {c['axes'] for c in report.collectives if c['op'] == 'all-gather'} >= {'fsdp', 'data+fsdp'}
+  data = json.loads(json.dumps(report.to_json()))
+  for key in ('topology', 'chips', 'hbm_bytes_per_chip', 'per_chip_bytes', 'fits', 'flops_per_step'):
+    assert key in data
+  assert data['topology'] == 'v5e:2x2' and 'total' in data['per_chip_bytes']
+
+
+def test_cli_oversized_batch_exits_with_advice(tmp_path):
+  """On this machine's 8 CPU devices: a batch far beyond host memory is reported as not fitting, with every
+  knob named, a non-zero exit, and the JSON written anyway."""
+  out = tmp_path / 'report.json'
+  done = subprocess.run(
+      [sys.executable, '-m', 'designclip_jax.aot', '--config', str(ROOT / 'configs' / 'synthetic_tiny.py'),
+       '--topology', 'cpu', '--config.train.global_batch=65536', '--config.mesh.fsdp=2', *SMALL,
+       f'--output={out}'], capture_output=True, text=True, timeout=600, cwd=ROOT, check=False)
+  assert done.returncode == 1, done.stderr[-2000:]
+  error = done.stderr.strip().splitlines()[-1]
+  assert 'does not fit cpu' in error
+  for knob in ('model.remat', 'train.micro_batches', 'mesh.fsdp', 'train.global_batch'):
+    assert knob in error
+  report = json.loads(out.read_text())
+  assert report['chips'] == len(jax.devices('cpu')) == 8 and not report['fits']
+  assert report['per_chip_bytes']['total'] > report['hbm_bytes_per_chip']
+  assert report['mesh'] == {'data': 4, 'fsdp': 2}
+  assert report['roofline'] is None  # no documented peak for a CPU
+
+
+def test_bad_topology_and_batch_are_clear_errors():
+  with pytest.raises(aot.AotError, match="unknown TPU generation 'v9'"):
+    aot.compile_config(tiny_config(), 'v9:2x2')
+  with pytest.raises(aot.AotError, match='global_batch=20 must be divisible by the 8 chips'):
+    config = tiny_config()
+    config.train.global_batch = 20
+    aot.compile_config(config, 'cpu')
+
+
+@pytest.mark.parametrize('line, groups', [
+    ('x = f32[8]{0} all-gather(f32[4]{0} y), replica_groups={{0,2},{1,3}}, dimensions={0}', [(0, 2), (1, 3)]),
+    ('x = f32[8]{0} all-gather(f32[4]{0} y), replica_groups=[2,2]<=[4], dimensions={0}', [(0, 1), (2, 3)]),
+    ('x = f32[8]{0} all-reduce(f32[8]{0} y), replica_groups=[2,2]<=[2,2]T(1,0), to_apply=add', [(0, 2), (1, 3)]),
+    ('x = f32[8]{0} all-reduce(f32[8]{0} y), replica_groups={}, to_apply=add', [(0, 1, 2, 3)]),
+])
+def test_replica_groups(line, groups):
+  assert aot._replica_groups(line, 4) == groups  # pylint: disable=protected-access
+
+
+def test_collectives_name_mesh_axes_and_slices():
+  """Groups along one mesh axis are named by it; a group spanning two slices is flagged."""
+
+  class Device:
+    def __init__(self, i):
+      self.id, self.slice_index = i, i // 4
+
+  devices = np.array([Device(i) for i in range(8)]).reshape(2, 4)  # data=2 (one row per slice) x fsdp=4
+  mesh = type('Mesh', (), {'devices': devices, 'axis_names': ('data', 'fsdp'), 'shape': {'data': 2, 'fsdp': 4}})
+  hlo = '\n'.join([
+      'a = bf16[16,64]{1,0} all-gather(bf16[4,64]{1,0} p), replica_groups=[2,4]<=[8], dimensions={0}',
+      'b = bf16[16,64]{1,0} all-gather(bf16[4,64]{1,0} q), replica_groups=[2,4]<=[8], dimensions={0}',
+      'c = f32[32]{0} all-reduce(f32[32]{0} g), replica_groups=[4,2]<=[2,4]T(1,0), to_apply=add',
+  ])
+  found = {c['op']: c for c in aot.collectives(hlo, mesh)}
+  assert found['all-gather'] == {'op': 'all-gather', 'axes': 'fsdp', 'count': 2, 'group_size': 4,
+                                 'within_slice': True, 'bytes': 2 * 16 * 64 * 2}
+  assert found['all-reduce']['axes'] == 'data' and not found['all-reduce']['within_slice']

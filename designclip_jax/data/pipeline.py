@@ -11,12 +11,14 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import signal
 
 import numpy as np
+from etils import epath
 from PIL import Image
 
 from designclip_jax.data import images as image_ops
-from designclip_jax.data.ingest import CLASSES_FILE, TOKENIZER_DIR
+from designclip_jax.data.ingest import CLASSES_FILE, RECORD_INDEX, TOKENIZER_DIR
 from designclip_jax.data.impact import VIEWS
 from designclip_jax.data.tfds_builder import DATASET_NAME
 
@@ -25,9 +27,9 @@ _ANCHOR_VIEWS = (VIEWS.index('front'), VIEWS.index('perspective'))
 
 
 def dataset_dir(data_dir: str) -> str:
-  """The versioned TFDS directory inside an ingested data directory."""
+  """The versioned TFDS directory inside an ingested data directory (local or gs://)."""
   root = os.path.join(data_dir, DATASET_NAME)
-  versions = sorted(os.listdir(root)) if os.path.isdir(root) else []
+  versions = sorted(p.name for p in epath.Path(root).iterdir()) if epath.Path(root).is_dir() else []
   if not versions:
     raise FileNotFoundError(f'{data_dir!r} holds no ingested data set (expected {root}/<version>/); '
                             'run python -m designclip_jax.data.ingest first')
@@ -43,8 +45,7 @@ def open_split(data_dir: str, split: str):
 
 
 def class_table(data_dir: str) -> dict:
-  with open(os.path.join(data_dir, CLASSES_FILE)) as f:
-    return json.load(f)
+  return json.loads(epath.Path(data_dir, CLASSES_FILE).read_text())
 
 
 def tokenizer_dir(data_dir: str) -> str:
@@ -72,8 +73,37 @@ def draw_record(cdf: np.ndarray, rng: np.random.Generator) -> int:
 
 
 def record_labels(source) -> np.ndarray:
-  """Class label of every record (reads each record once; cached by the caller)."""
+  """Class label of every record, read from the records themselves (every byte of the split);
+  ``record_index(data_dir, split).label`` gives the same without reading them."""
   return np.array([int(source[i]['label']) for i in range(len(source))], np.int64)
+
+
+@dataclasses.dataclass(frozen=True)
+class RecordIndex:
+  """Per-record metadata of a split, in record order, written at ingest: the sampler and the loss
+  weights read this instead of the records (start-up does not grow with image bytes)."""
+  patent_id: np.ndarray     # (n,) str
+  label: np.ndarray         # (n,) int
+  view_offsets: np.ndarray  # (n + 1,): record i's view ids are views[view_offsets[i]:view_offsets[i + 1]]
+  views: np.ndarray         # (total images,) int, indices into VIEWS
+
+  def __len__(self) -> int:
+    return len(self.label)
+
+  def num_views(self) -> np.ndarray:
+    return np.diff(self.view_offsets)
+
+  def view_ids(self, i: int) -> np.ndarray:
+    return self.views[self.view_offsets[i]:self.view_offsets[i + 1]]
+
+
+def record_index(data_dir: str, split: str) -> RecordIndex:
+  path = epath.Path(data_dir, RECORD_INDEX.format(split=split))
+  if not path.is_file():
+    raise FileNotFoundError(f'{path} not found: {data_dir!r} was ingested by an older version or has no split '
+                            f'{split!r}; run python -m designclip_jax.data.ingest --overwrite again')
+  with path.open('rb') as f, np.load(f) as z:
+    return RecordIndex(z['patent_id'], z['label'].astype(np.int64), z['view_offsets'], z['views'].astype(np.int64))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -113,7 +143,7 @@ class TrainTransform:
   def __init__(self, data_dir: str, opts: TrainOptions, tokenizer):
     self.data_dir, self.opts, self.tokenizer = data_dir, opts, tokenizer
     self.source = open_split(data_dir, 'train')
-    labels = record_labels(self.source)
+    labels = record_index(data_dir, 'train').label
     num_classes = len(class_table(data_dir)['codes'])
     self.loss_weights = class_weights(np.bincount(labels, minlength=num_classes), opts.beta_loss).astype(np.float32)
     self.cdf = sampling_cdf(labels, num_classes, opts.beta_sample)
@@ -173,8 +203,16 @@ def train_dataset(data_dir: str, opts: TrainOptions, tokenizer, *, start_step: i
   ds = grain.MapDataset.range(start_step * local, num_steps * local).map(transform).batch(local, drop_remainder=True)
   it_ds = ds.to_iter_dataset(grain.ReadOptions(num_threads=0 if opts.worker_count else 2, prefetch_buffer_size=2))
   if opts.worker_count:
-    it_ds = it_ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=opts.worker_count))
+    it_ds = it_ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=opts.worker_count),
+                              worker_init_fn=_leave_sigterm_to_the_main_process)
   return it_ds
+
+
+def _leave_sigterm_to_the_main_process(worker_index: int, worker_count: int) -> None:
+  """srun and pod hosts signal every process: a worker killed by SIGTERM would crash the train loop before its
+  preemption checkpoint. The main process saves, then closes its workers (Grain stops them itself)."""
+  del worker_index, worker_count
+  signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 def eval_records(data_dir: str, split: str):

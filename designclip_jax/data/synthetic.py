@@ -17,7 +17,6 @@ import csv
 import dataclasses
 import io
 import math
-import multiprocessing
 import os
 
 import numpy as np
@@ -25,6 +24,7 @@ from PIL import Image, ImageDraw
 
 from designclip_jax.data.classes import CLASS_CODES, USPC_DESIGN_CLASSES
 from designclip_jax.data.impact import IMPACT_COLUMNS
+from designclip_jax.data.parallel import ordered_map
 
 # Object nouns per class, used for titles and captions.
 NOUNS: dict[str, tuple[str, ...]] = {
@@ -279,32 +279,23 @@ def _make_and_write(args):
 
 
 def generate(out: str, n_patents: int, seed: int = 0, workers: int | None = None, progress: bool = True) -> str:
-  """Write the set under ``out`` (``synthetic.csv`` + one folder per patent); return the CSV path."""
+  """Write the set under ``out`` (``synthetic.csv`` + one folder per patent); return the CSV path.
+  Rows are written as patents are drawn (bounded memory at any size)."""
   from tqdm import tqdm  # pylint: disable=import-outside-toplevel
   os.makedirs(out, exist_ok=True)
   labels = np.repeat(np.arange(len(CLASS_CODES)), class_counts(n_patents))
   labels = np.random.default_rng([seed, 1]).permutation(labels)
-  jobs = [(i, int(label), seed, out) for i, label in enumerate(labels)]
+  jobs = ((i, int(label), seed, out) for i, label in enumerate(labels))
   workers = workers or min(4, os.cpu_count() or 1)
-  with multiprocessing.get_context('spawn').Pool(workers) if workers > 1 else _Serial() as pool:
-    rows = list(tqdm(pool.imap(_make_and_write, jobs, chunksize=16), total=len(jobs), disable=not progress,
-                     desc='synthetic patents', unit='patent'))
   path = os.path.join(out, 'synthetic.csv')
-  with open(path, 'w', newline='') as f:
+  with open(path + '.tmp', 'w', newline='') as f:
     writer = csv.DictWriter(f, fieldnames=IMPACT_COLUMNS)
     writer.writeheader()
-    writer.writerows(rows)
+    for row in tqdm(ordered_map(_make_and_write, jobs, workers), total=len(labels), disable=not progress,
+                    desc='synthetic patents', unit='patent'):
+      writer.writerow(row)
+  os.replace(path + '.tmp', path)
   return path
-
-
-class _Serial:
-  imap = staticmethod(lambda fn, jobs, chunksize=1: map(fn, jobs))
-
-  def __enter__(self):
-    return self
-
-  def __exit__(self, *exc):
-    return False
 
 
 def main(argv=None):

@@ -1,9 +1,15 @@
-"""The TFDS GeneratorBasedBuilder behind ``ingest`` (kept in its own module: TFDS locates a builder by
-its module's package, which fails for a class defined in a ``python -m`` entry point)."""
+"""The TFDS side of an ingested data set: its features, shard file names and metadata.
+
+Ingestion writes the ArrayRecord shards itself (streaming, resumable) and then describes them with
+``tfds.folder_dataset.write_metadata``, so ``tfds.builder_from_directory`` / ``as_data_source`` open
+the result like any TFDS data set; the Beam path (``beam_ingest``) writes the same layout through
+TFDS's own Beam writer.
+"""
 
 from __future__ import annotations
 
 import functools
+import os
 
 import numpy as np
 
@@ -11,35 +17,41 @@ from designclip_jax.data.classes import CLASS_CODES
 from designclip_jax.data.impact import VIEWS
 
 DATASET_NAME = 'designclip_patents'
+VERSION = '1.0.0'
 SPLITS = ('train', 'validation', 'test')
+FILE_FORMAT = 'array_record'
+DESCRIPTION = 'DesignCLIP design patents'
 
 
-@functools.cache  # TFDS registers builder classes by name: define it once per process
-def builder_class():
+@functools.cache
+def features():
   import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel
-
-  class DesignclipPatents(tfds.core.GeneratorBasedBuilder):
-    """Design patents: images with views, caption, class. Examples come from ``self.examples``."""
-    VERSION = tfds.core.Version('1.0.0')
-    examples: dict[str, list] = {}
-
-    def _info(self):
-      return self.dataset_info_from_configs(features=tfds.features.FeaturesDict({
-          'patent_id': tfds.features.Text(),
-          'title': tfds.features.Text(),
-          'caption': tfds.features.Text(),
-          'label': tfds.features.ClassLabel(names=list(CLASS_CODES)),
-          'images': tfds.features.Sequence(tfds.features.Tensor(shape=(), dtype=np.object_)),  # PNG bytes
-          'views': tfds.features.Sequence(tfds.features.ClassLabel(names=list(VIEWS))),
-      }), description='DesignCLIP design patents')
-
-    def _split_generators(self, dl_manager):
-      return {split: self._generate_examples(split) for split in SPLITS if self.examples.get(split)}
-
-    def _generate_examples(self, split):
-      yield from self.examples[split]
-
-  DesignclipPatents.name = DATASET_NAME
-  return DesignclipPatents
+  return tfds.features.FeaturesDict({
+      'patent_id': tfds.features.Text(),
+      'title': tfds.features.Text(),
+      'caption': tfds.features.Text(),
+      'label': tfds.features.ClassLabel(names=list(CLASS_CODES)),
+      'images': tfds.features.Sequence(tfds.features.Tensor(shape=(), dtype=np.object_)),  # PNG bytes
+      'views': tfds.features.Sequence(tfds.features.ClassLabel(names=list(VIEWS))),
+  })
 
 
+def dataset_dir_in(out: str) -> str:
+  """Where the TFDS files of a data set ingested into ``out`` live."""
+  return os.path.join(out, DATASET_NAME, VERSION)
+
+
+def shard_name(split: str, index: int, count: int) -> str:
+  """TFDS's default shard file name, which ``write_metadata`` and ``builder_from_directory`` expect."""
+  return f'{DATASET_NAME}-{split}.{FILE_FORMAT}-{index:05d}-of-{count:05d}'
+
+
+def write_metadata(dataset_dir: str, shards: dict[str, list[tuple[int, int]]]) -> None:
+  """dataset_info.json and features.json for shards already in ``dataset_dir``:
+  ``shards[split]`` = [(records, bytes)] in shard order."""
+  import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel
+  split_infos = [tfds.core.SplitInfo(name=split, shard_lengths=[n for n, _ in shards[split]],
+                                     num_bytes=sum(b for _, b in shards[split]))
+                 for split in SPLITS if shards.get(split)]
+  tfds.folder_dataset.write_metadata(data_dir=dataset_dir, features=features(), split_infos=split_infos,
+                                     version=VERSION, check_data=False, description=DESCRIPTION)

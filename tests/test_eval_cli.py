@@ -98,14 +98,85 @@ def test_checkpoint_hf_export_and_embeddings_inputs_agree(synthetic_data, tmp_pa
     assert both['run'][k] == pytest.approx(v, abs=1e-6), k
 
 
+def _exit_message(argv, capsys) -> str:
+  """Run the CLI as a user would; it must stop with status 2 and a one-line message (no traceback)."""
+  with pytest.raises(SystemExit) as e:
+    _cli(argv)
+  assert e.value.code == 2
+  err = capsys.readouterr().err
+  assert err.startswith('error: ') and err.count('\n') == 1 and 'Traceback' not in err, err
+  return err
+
+
 def test_missing_data_and_checkpoint_errors(tmp_path, capsys):
-  with pytest.raises(SystemExit):
-    _cli(['--checkpoint', str(tmp_path), '--data', str(tmp_path)])
-  assert 'no ingested data set' in capsys.readouterr().err
+  err = _exit_message(['--checkpoint', str(tmp_path), '--data', str(tmp_path)], capsys)
+  assert 'no ingested data set' in err and 'python -m designclip_jax.data.ingest' in err
   os.makedirs(tmp_path / 'designclip_patents' / '1.0.0')
-  with pytest.raises(SystemExit):
-    _cli(['--checkpoint', str(tmp_path / 'nothing'), '--data', str(tmp_path)])
-  assert 'neither a training workdir' in capsys.readouterr().err
+  err = _exit_message(['--checkpoint', str(tmp_path / 'nothing'), '--data', str(tmp_path)], capsys)
+  assert 'not a complete ingested data set' in err and 'classes.json' in err and 'data.ingest' in err
+  (tmp_path / 'classes.json').write_text('{}')
+  err = _exit_message(['--checkpoint', str(tmp_path / 'nothing'), '--data', str(tmp_path)], capsys)
+  assert 'neither a training workdir' in err
+
+
+def test_non_finite_embeddings_never_score(tmp_path, capsys):
+  """A diverged model's NaN/Inf rows used to give mAP NaN and rank@1 1.0 (and a JSON with bare NaN)."""
+  rng = np.random.default_rng(0)
+  g = rng.normal(size=(120, 8))
+  g[[4, 9, 30]] = np.nan
+  path = tmp_path / 'diverged.npz'
+  np.savez(path, query=rng.normal(size=(30, 8)), query_labels=np.arange(30) % 20, gallery=g,
+           gallery_labels=np.arange(120) % 25)
+  err = _exit_message(['--embeddings', str(path), '--task', 'image_retrieval', '--output',
+                       str(tmp_path / 'out.json')], capsys)
+  assert 'gallery has 3 of 120 rows with NaN or Inf (first rows: [4, 9, 30])' in err
+  assert not (tmp_path / 'out.json').exists()
+
+
+def test_a_file_that_is_not_an_npz_says_so(tmp_path, capsys):
+  text = tmp_path / 'emb.npz'
+  text.write_text('query,gallery\n1,2\n')
+  npy = tmp_path / 'emb.npy'
+  np.save(npy, np.ones((3, 4)))
+  for path in (text, npy):
+    err = _exit_message(['--embeddings', str(path), '--task', 'image_retrieval'], capsys)
+    assert f"{str(path)!r} is not an .npz file" in err
+
+
+def test_undefined_metrics_are_null_never_nan_in_json(tmp_path):
+  rng = np.random.default_rng(1)
+  cls = rng.normal(size=(6, 8))
+  labels = np.array([0, 1, 2, 3] * 10)  # classes 4 and 5 (the tail by these counts) have no test item
+  path = tmp_path / 'zs.npz'
+  np.savez(path, image=cls[labels] + rng.normal(size=(40, 8)), labels=labels, class_embeddings=cls,
+           class_counts=np.array([60, 50, 40, 30, 2, 1]))
+  _cli(['--embeddings', str(path), '--task', 'zero_shot', '--output', str(tmp_path / 'zs.json')])
+  text = (tmp_path / 'zs.json').read_text()
+
+  def refuse(constant):
+    raise AssertionError(f'{constant} in JSON')
+  got = json.loads(text, parse_constant=refuse)  # strict: NaN / Infinity are not JSON
+  assert got['tail_acc'] is None and 0 <= got['top1'] <= 1
+
+
+def test_pairs_score_a_fixed_seeded_subset(tmp_path):
+  rng = np.random.default_rng(2)
+  img = rng.normal(size=(40, 8))
+  txt = img + rng.normal(scale=1.0, size=(40, 8))
+  path = tmp_path / 'pairs.npz'
+  np.savez(path, image=img, text=txt)
+  outs = []
+  for name, seed in (('a', 3), ('b', 3), ('c', 4)):
+    _cli(['--embeddings', str(path), '--task', 'multimodal_retrieval', '--pairs', '10', '--pairs-seed', str(seed),
+          '--output', str(tmp_path / f'{name}.json')])
+    outs.append(json.loads((tmp_path / f'{name}.json').read_text()))
+  assert outs[0] == outs[1] and outs[0]['pairs'] == 10 and outs[0]['pairs_seed'] == 3
+  chosen = runner.pair_subset(40, 10, 3)
+  assert len(set(chosen)) == 10 and not np.array_equal(chosen, runner.pair_subset(40, 10, 4))
+  expected = metrics.multimodal_retrieval(img[chosen], txt[chosen])
+  for k, v in expected.items():
+    assert outs[0][k] == pytest.approx(v), k
+  assert metrics.multimodal_retrieval(img, txt)['t2i_R@1'] != pytest.approx(outs[0]['t2i_R@1'])
 
 
 def test_openai_checkpoint_file_scores_like_a_workdir_started_from_it(synthetic_data, tmp_path):

@@ -149,6 +149,11 @@ def _evaluate_checkpoints(args, tasks):
   if args.data:
     from designclip_jax.data import pipeline  # pylint: disable=import-outside-toplevel
     pipeline.dataset_dir(args.data)  # clear error if it is not an ingested data set
+    try:
+      pipeline.class_table(args.data)
+    except FileNotFoundError as e:
+      raise UsageError(f'{args.data} is not a complete ingested data set ({e}); run python -m '
+                       'designclip_jax.data.ingest') from e
   results, per_class, grids, test_counts = {}, {}, {}, None
   for path in ([args.checkpoint] if args.checkpoint else args.compare):
     clip, tokenizer, normalization = load_model(path)

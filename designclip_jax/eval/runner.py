@@ -140,7 +140,7 @@ def evaluate(clip, tokenizer, data_dir: str, split: str, tasks, *, batch_size: i
   if 'linear_probe' in tasks:
     train_source = pipeline.open_split(data_dir, 'train')
     train_emb = embed(SplitImages(train_source, [(i, 0) for i in range(len(train_source))]))
-    scores = metrics.linear_probe(train_emb, pipeline.record_labels(train_source), cover_emb, labels,
+    scores = metrics.linear_probe(train_emb, pipeline.record_index(data_dir, 'train').label, cover_emb, labels,
                                   num_classes=len(table['codes']))
     scores.pop('probe_predictions')
     out.update(scores)

@@ -3,23 +3,15 @@ every batch, give the scores and embeddings of one process."""
 
 import json
 import os
-import socket
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 
 from designclip_jax.eval.__main__ import main
 from tests.eval_helpers import tiny_clip_dir
+from tests.processes import free_port, run_workers
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def _free_port():
-  with socket.socket() as s:
-    s.bind(('127.0.0.1', 0))
-    return s.getsockname()[1]
+WORKER = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'eval_multihost_worker.py')
 
 
 def test_two_processes_give_the_scores_of_one(synthetic_data, tmp_path):
@@ -30,21 +22,8 @@ def test_two_processes_give_the_scores_of_one(synthetic_data, tmp_path):
                        '--save-embeddings', str(tmp_path / f'{name}.npz'), '--output', str(tmp_path / f'{name}.json')]
   main(args('one'))
 
-  port = str(_free_port())
-  env = {k: v for k, v in os.environ.items() if k != 'XLA_FLAGS'}
-  procs = [subprocess.Popen([sys.executable, os.path.join(ROOT, 'tests', 'eval_multihost_worker.py'), port, str(i)]
-                            + args('two'), env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-           for i in range(2)]
-  outputs = []
-  for p in procs:
-    try:
-      outputs.append(p.communicate(timeout=240)[0])
-    except subprocess.TimeoutExpired:
-      for q in procs:
-        q.kill()
-      pytest.fail('multi-process eval timed out')
-  for p, out in zip(procs, outputs):
-    assert p.returncode == 0, out[-3000:]
+  port = str(free_port())
+  outputs = run_workers([[WORKER, port, str(i)] + args('two') for i in range(2)])
   assert 'done 0 4' in outputs[0] and 'done 1 4' in outputs[1]
   assert 'mAP' in outputs[0] and 'mAP' not in outputs[1]  # process 0 reports
 

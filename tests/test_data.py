@@ -15,6 +15,7 @@ from designclip_jax.data import ingest, pipeline, synthetic
 from designclip_jax.data.classes import CLASS_CODES, class_index
 from designclip_jax.data.impact import parse_row, parse_view
 from designclip_jax.data.tokenizer import Tokenizer
+from tests.ingest_cases import plant_bad_rows
 
 VIEW_CASES = {
     'FIG. 1 is a front left perspective view of a shoe showing my new design;': 'perspective',
@@ -129,48 +130,9 @@ def test_synthetic_views_share_the_object_and_patents_differ():
   parts_a = synthetic.sample_object(5, np.random.default_rng([0, 0]))
   assert row_a['class'].startswith('D 6') and row_b['class'].startswith('D 6')
   assert set(files_a.values()).isdisjoint(files_b.values())
-  views = [parse_view(d) for d in _literal(row_a['fig_desc'])]
+  views = [parse_view(d) for d in ast.literal_eval(row_a['fig_desc'])]
   assert views[0] == 'perspective' and len(set(views)) == len(views) >= 3
   assert len(parts_a) >= 1
-
-
-def _literal(text):
-  return ast.literal_eval(text)
-
-
-def _plant_bad_rows(csv_path, raw_dir, out_csv):
-  """Copy the CSV, planting one problem per kind; return {(row, patent id): expected reason prefix}."""
-  with open(csv_path, newline='') as f:
-    rows = list(csv.DictReader(f))
-  expected = {}
-
-  def first_sheet(row):
-    name = _literal(row['file_names'])[1]
-    return os.path.join(raw_dir, name.rsplit('-D', 1)[0], name)
-
-  rows[2]['class'] = 'D31123'
-  expected[(3, rows[2]['id'])] = ('skipped', 'unknown class')
-  rows[4]['caption'] = '   '
-  expected[(5, rows[4]['id'])] = ('repaired', 'empty caption replaced by the title')
-  rows[6]['file_names'] = rows[6]['file_names'][:-2]
-  expected[(7, rows[6]['id'])] = ('skipped', 'malformed list in file_names')
-  rows[8]['fig_desc'] = repr(['FIG. 1 is a drawing of the design.', 'FIG. 2 is another drawing.'])
-  expected[(9, rows[8]['id'])] = ('repaired', 'fig_desc names no view')
-  os.remove(first_sheet(rows[10]))
-  expected[(11, rows[10]['id'])] = ('repaired', 'missing image')
-  with open(first_sheet(rows[12]), 'wb') as f:
-    f.write(b'not a tiff at all')
-  expected[(13, rows[12]['id'])] = ('repaired', 'unreadable image')
-  for name in _literal(rows[14]['file_names']):
-    os.remove(os.path.join(raw_dir, name.rsplit('-D', 1)[0], name))
-  expected[(15, rows[14]['id'])] = ('skipped', 'missing image')
-  rows.append(dict(rows[0]))
-  expected[(len(rows), rows[0]['id'])] = ('skipped', 'duplicate id')
-  with open(out_csv, 'w', newline='') as f:
-    writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-    writer.writeheader()
-    writer.writerows(rows)
-  return expected, len(rows)
 
 
 def test_ingestion_reports_exactly_the_planted_bad_rows(synthetic_data, tmp_path, capsys):
@@ -178,7 +140,7 @@ def test_ingestion_reports_exactly_the_planted_bad_rows(synthetic_data, tmp_path
   raw_copy = tmp_path / 'raw'
   shutil.copytree(raw_dir, raw_copy)
   bad_csv = tmp_path / 'bad.csv'
-  expected, n_rows = _plant_bad_rows(csv_path, str(raw_copy), str(bad_csv))
+  expected, n_rows = plant_bad_rows(csv_path, str(raw_copy), str(bad_csv))
   summary = ingest.ingest(str(bad_csv), str(raw_copy), str(tmp_path / 'out'), image_size=32, workers=2,
                           progress=False)
   ingest.print_summary(summary)

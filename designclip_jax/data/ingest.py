@@ -42,7 +42,7 @@ from designclip_jax.data import images as image_ops
 from designclip_jax.data.classes import CLASS_CODES, CLASS_NAMES, NUM_CLASSES
 from designclip_jax.data.impact import IMPACT_COLUMNS, VIEWS, PatentRow, RowError, parse_row
 from designclip_jax.data.parallel import ordered_map
-from designclip_jax.data.tfds_builder import SPLITS, dataset_dir_in, features, shard_name, write_metadata
+from designclip_jax.data.tfds_builder import SPLITS, dataset_dir_in, serialize, shard_name, write_metadata
 
 CLASSES_FILE = 'classes.json'
 REPORT_CSV, REPORT_JSON = 'ingest_report.csv', 'ingest_report.json'
@@ -275,7 +275,7 @@ def _process_row(item: RowItem) -> RowResult:
   """Worker: one row -> its serialized record (only the row travels to the worker)."""
   result = load_patent(item, worker_source(item.images), _WORKER['image_size'])
   if result.example is not None:
-    result.serialized = features().serialize_example(result.example)
+    result.serialized = serialize(result.example)
     result.example = {k: v for k, v in result.example.items() if k != 'images'}  # metadata only back
   return result
 

@@ -36,6 +36,18 @@ def features():
   })
 
 
+@functools.cache
+def _serializer():
+  from tensorflow_datasets.core import example_serializer  # pylint: disable=import-outside-toplevel
+  return example_serializer.ExampleSerializer(features().get_serialized_info())
+
+
+def serialize(example: dict) -> bytes:
+  """``features().serialize_example`` with the proto's map written in key order: TFDS's own call
+  leaves the order of the feature map to the process (hash seed), so bytes would differ run to run."""
+  return _serializer().get_tf_example(features().encode_example(example)).SerializeToString(deterministic=True)
+
+
 def dataset_dir_in(out: str) -> str:
   """Where the TFDS files of a data set ingested into ``out`` live."""
   return os.path.join(out, DATASET_NAME, VERSION)

@@ -1,0 +1,150 @@
+"""The ingestion of ``ingest.py`` as an Apache Beam pipeline, through TFDS's Beam support.
+
+    python -m designclip_jax.data.ingest --csv 'impact/*.csv' --images impact/ --out DATA_DIR \
+        --beam-runner DirectRunner --beam-options='--direct_num_workers=4 --direct_running_mode=multi_processing'
+
+(``pip install '.[beam]'``; on Dataflow / Flink / Spark pass that runner and its options, with paths
+every worker can read.) The same row parsing, duplicate rule, drawing preprocessing and report as the
+streaming path: CSV files are read in parallel, repeated ids are resolved by a group-by-id that keeps
+the first row (CSV order), drawings are decoded by a DoFn that opens the image source once per
+worker, and TFDS's Beam writer writes the shards. Records are keyed by CSV position and written with
+shuffling disabled, so each split holds the streaming path's records in the same order (the shard
+boundaries may differ). Per-row metadata and report lines go to a side output that the driver turns
+into the same record index, class table and report.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import glob
+import json
+import os
+import shlex
+import shutil
+
+from designclip_jax.data import ingest
+from designclip_jax.data.tfds_builder import DATASET_NAME, DESCRIPTION, SPLITS, VERSION, features
+
+BEAM_WORK_DIR = '.beam_work'
+
+
+def _parse_file(indexed_path, images):
+  csv_index, path = indexed_path
+  return ingest.parse_csv(path, csv_index, ingest.images_location(images, path))
+
+
+def _group_key(item: ingest.RowItem) -> str:
+  """Accepted rows meet their duplicates by id; rejected rows pass through on their own."""
+  return item.patent_id if item.patent is not None else f'\0{item.key}'
+
+
+def _keep_first(group):
+  """A repeated id keeps its first row in CSV order; the others are skipped as duplicates."""
+  _, items = group
+  items = sorted(items, key=lambda x: x.key)
+  for item in items[1:]:
+    item.issues, item.patent = [ingest.duplicate_issue(items[0].csv_file, items[0].row)], None
+  return items
+
+
+class _LoadPatents:
+  """DoFn body: opens the image sources once per worker (setup), then decodes row after row."""
+
+  def __init__(self, image_size: int):
+    self.image_size = image_size
+
+  def setup(self):
+    ingest.init_worker(self.image_size)
+
+  def process(self, item: ingest.RowItem):
+    yield ingest.load_patent(item, ingest.worker_source(item.images), self.image_size)
+
+
+def _side_line(result: ingest.RowResult) -> str:
+  """A row's metadata and report lines, without the drawings."""
+  row = dataclasses.asdict(result) | {'serialized': None}
+  if row['example'] is not None:
+    row['example'] = {k: v for k, v in row['example'].items() if k != 'images'}
+  return json.dumps(row)
+
+
+def _build(pipeline, csv_paths: list[str], images: str, image_size: int, side_prefix: str) -> dict:
+  import apache_beam as beam  # pylint: disable=import-outside-toplevel
+
+  class LoadPatents(_LoadPatents, beam.DoFn):
+    pass
+
+  results = (pipeline
+             | 'CsvFiles' >> beam.Create(list(enumerate(csv_paths)))
+             | 'ParseRows' >> beam.FlatMap(_parse_file, images=images)
+             | 'ById' >> beam.Map(lambda item: (_group_key(item), item))
+             | 'GroupById' >> beam.GroupByKey()
+             | 'KeepFirst' >> beam.FlatMap(_keep_first)
+             | 'LoadDrawings' >> beam.ParDo(LoadPatents(image_size)))
+  _ = (results | 'SideLines' >> beam.Map(_side_line)
+       | 'WriteSide' >> beam.io.WriteToText(side_prefix, file_name_suffix='.jsonl'))
+  return {split: (results
+                  | f'Select_{split}' >> beam.Filter(lambda r, s=split: r.split == s)
+                  | f'Example_{split}' >> beam.Map(lambda r: (r.key, r.example)))
+          for split in SPLITS}
+
+
+@functools.cache  # TFDS registers builder classes by name: define it once per process
+def builder_class():
+  import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel
+
+  class DesignclipPatents(tfds.core.GeneratorBasedBuilder):
+    """Design patents built by a Beam pipeline; ``ingest_args`` is set by ``ingest_beam``."""
+    VERSION = tfds.core.Version(VERSION)
+    ingest_args: dict = {}
+
+    def _info(self):
+      # shuffling off: records sorted by key (CSV position), the streaming path's order
+      return self.dataset_info_from_configs(features=features(), description=DESCRIPTION, disable_shuffling=True)
+
+    def _split_generators(self, dl_manager, pipeline):
+      del dl_manager
+      return _build(pipeline, **self.ingest_args)
+
+    def _generate_examples(self):
+      raise NotImplementedError('examples come from the pipeline built in _split_generators')
+
+  DesignclipPatents.name = DATASET_NAME
+  return DesignclipPatents
+
+
+def ingest_beam(csv_pattern: str, images: str, out: str, *, beam_runner: str = 'DirectRunner',
+                beam_options: str = '', image_size: int = 256, tokenizer_vocab: int = 0,
+                context_length: int = 77, overwrite: bool = False) -> dict:
+  """``ingest.ingest`` on Beam: the same records per split, the same report; returns the summary."""
+  try:
+    import apache_beam as beam  # pylint: disable=import-outside-toplevel
+  except ImportError:
+    raise ingest.IngestError("apache_beam: not installed; pip install 'designclip_jax[beam]'") from None
+  import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel
+  csv_paths = ingest.check_inputs(csv_pattern, images)
+  settings = {'runner': 'beam', 'csv_files': [os.path.abspath(p) for p in csv_paths],
+              'images': os.path.abspath(images), 'image_size': image_size}
+  # a Beam run is not resumed block by block (the engine retries failed work itself): start clean
+  work = ingest.prepare_output(out, settings, overwrite, work_name=BEAM_WORK_DIR)
+  shutil.rmtree(os.path.dirname(ingest.dataset_dir_in(out)), ignore_errors=True)
+  for old in glob.glob(os.path.join(work, 'rows*')):
+    os.remove(old)
+  builder_cls = builder_class()
+  builder_cls.ingest_args = dict(csv_paths=[os.path.abspath(p) for p in csv_paths], images=os.path.abspath(images),
+                                 image_size=image_size, side_prefix=os.path.join(os.path.abspath(work), 'rows'))
+  tfds.disable_progress_bar()
+  builder = builder_cls(data_dir=out, file_format='array_record')
+  options = beam.options.pipeline_options.PipelineOptions(shlex.split(beam_options))
+  builder.download_and_prepare(download_config=tfds.download.DownloadConfig(beam_runner=beam_runner,
+                                                                             beam_options=options))
+  results = []
+  for path in sorted(glob.glob(os.path.join(work, 'rows*.jsonl'))):
+    with open(path) as f:
+      results += [ingest.RowResult(**json.loads(line)) for line in f]
+  results.sort(key=lambda r: r.key)
+  meta = ingest.block_meta(results)
+  summary = ingest.finish(out, csv_paths, image_size, tokenizer_vocab, context_length, lambda: iter([meta]))
+  shutil.rmtree(work, ignore_errors=True)
+  return summary

@@ -1,0 +1,110 @@
+"""Prior-art search latency and peak memory against index size: the chunked top-k of
+designclip_jax.search (JAX, every local device) against a plain NumPy matmul + argpartition, on random
+unit vectors (D = 512, stored float16 as the index stores them), k = 100 rows per query.
+
+    python bench/search_latency.py                    # 100k and 1M rows, both methods, 1 and 16 queries
+    python bench/search_latency.py --sizes 100000     # one size
+    python bench/search_latency.py --one jax 100000   # one measurement in this process (used internally)
+
+Each (method, size) runs in its own process, so its peak resident memory (VmHWM) is its own; the
+column 'over index' is that peak minus the resident size right after the index was made.
+"""
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+DIM, K, REPEATS = 512, 100, 10
+
+
+def _rss_mib() -> float:
+  with open('/proc/self/status') as f:
+    return next(int(line.split()[1]) for line in f if line.startswith('VmRSS')) / 1024
+
+
+def _vectors(n: int) -> np.ndarray:
+  """n random unit vectors in float16, made in blocks (no float32 copy of the whole index)."""
+  rng = np.random.default_rng(0)
+  out = np.empty((n, DIM), np.float16)
+  for start in range(0, n, 65536):
+    x = rng.standard_normal((min(65536, n - start), DIM), dtype=np.float32)
+    out[start:start + len(x)] = x / np.linalg.norm(x, axis=1, keepdims=True)
+  return out
+
+
+def _timed(fn, queries):
+  fn(queries)  # compile / warm caches
+  times = []
+  for _ in range(REPEATS):
+    start = time.perf_counter()
+    fn(queries)
+    times.append(time.perf_counter() - start)
+  return float(np.median(times))
+
+
+def run_one(method: str, n: int) -> dict:
+  vectors = _vectors(n)
+  rng = np.random.default_rng(1)
+  queries = {q: rng.standard_normal((q, DIM), dtype=np.float32) for q in (1, 16)}
+  if method == 'jax':
+    import jax  # pylint: disable=import-outside-toplevel
+    from designclip_jax.search.topk import DeviceIndex  # pylint: disable=import-outside-toplevel
+    index = DeviceIndex(vectors, np.zeros(n, np.int32), np.zeros(n, np.int32))
+    del vectors
+    fn = lambda q: index.top_k(q, K)[1]
+    backend = f'{jax.default_backend()} x{len(jax.local_devices())}, chunk {index.chunk}, {index.method}'
+  else:
+    matrix = vectors.astype(np.float32)  # NumPy's float16 matmul is not BLAS: upcast once, as a user would
+    del vectors
+
+    def fn(q):
+      scores = q @ matrix.T  # the full (queries x index) matrix
+      part = np.argpartition(-scores, K, axis=1)[:, :K]
+      return np.take_along_axis(part, np.argsort(-np.take_along_axis(scores, part, 1), axis=1), 1)
+    backend = 'numpy float32 matmul + argpartition'
+  after_index = _rss_mib()
+  result = {'method': method, 'rows': n, 'backend': backend}
+  for q, x in queries.items():
+    result[f'ms_{q}'] = 1000 * _timed(fn, x)
+    result[f'ids_{q}'] = np.asarray(fn(x))[:, :10].tolist()
+  peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+  result.update(peak_mib=peak, over_index_mib=peak - after_index)
+  return result
+
+
+def main():
+  parser = argparse.ArgumentParser()
+  parser.add_argument('--sizes', type=int, nargs='+', default=[100_000, 1_000_000])
+  parser.add_argument('--one', nargs=2, metavar=('METHOD', 'ROWS'))
+  args = parser.parse_args()
+  if args.one:
+    print(json.dumps(run_one(args.one[0], int(args.one[1]))))
+    return
+  rows = []
+  for n in args.sizes:
+    for method in ('jax', 'numpy'):
+      out = subprocess.run([sys.executable, __file__, '--one', method, str(n)], capture_output=True, text=True,
+                           check=True).stdout.strip().splitlines()[-1]
+      rows.append(json.loads(out))
+  print(f'machine: {platform.node()} ({os.cpu_count()} CPUs), {datetime.date.today()}, '
+        f'command: python bench/search_latency.py {" ".join(sys.argv[1:])}'.rstrip())
+  print(f'D = {DIM}, float16 index, top {K} rows per query, median of {REPEATS}')
+  print('| rows | method | 1 query (ms) | 16 queries (ms) | peak RSS (MiB) | over index (MiB) | same top 10 as NumPy |')
+  print('|---|---|---|---|---|---|---|')
+  for r in rows:
+    ref = next(x for x in rows if x['rows'] == r['rows'] and x['method'] == 'numpy')
+    same = r['ids_1'] == ref['ids_1'] and r['ids_16'] == ref['ids_16']
+    print(f"| {r['rows']:,} | {r['method']} ({r['backend']}) | {r['ms_1']:.1f} | {r['ms_16']:.1f} | "
+          f"{r['peak_mib']:.0f} | {r['over_index_mib']:.0f} | {'yes' if same else 'no'} |")
+
+
+if __name__ == '__main__':
+  main()

@@ -10,6 +10,7 @@ import pytest
 from PIL import Image, ImageDraw
 
 from designclip_jax.data import images as image_ops
+from designclip_jax.eval import embed
 from designclip_jax.eval.__main__ import main
 from designclip_jax.weights.loader import load_model
 from tests.eval_helpers import tiny_clip_dir
@@ -63,10 +64,13 @@ def _list(path):
 
 def test_deeppatent_tree_scores_like_sklearn_on_saved_embeddings(deeppatent_tree, tiny_checkpoint, tmp_path):
   out, npz = tmp_path / 'dp.json', tmp_path / 'dp.npz'
+  embed._TOWERS.clear()
   main(['--checkpoint', tiny_checkpoint, '--deeppatent', str(deeppatent_tree), '--split', 'test',
         '--task', 'image_retrieval', '--save-embeddings', str(npz), '--output', str(out), '--batch-size', '16'])
   got = json.loads(out.read_text())
   saved = np.load(npz)
+  # 10 queries and 33 DB images in batches of 16 (last ones padded): the image tower compiled once
+  assert [(method, fn._cache_size()) for _, method, fn in embed._TOWERS] == [('encode_image', 1)]
 
   # the saved embeddings are the listed images, in list order, preprocessed like our drawings
   clip, _, normalization = load_model(tiny_checkpoint)

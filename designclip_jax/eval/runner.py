@@ -84,10 +84,10 @@ def pair_subset(n: int, pairs: int | None, seed: int) -> np.ndarray:
   return np.sort(np.random.default_rng(seed).choice(n, pairs, replace=False))
 
 
-def class_prompt_embeddings(clip, tokenizer, class_names, templates):
+def class_prompt_embeddings(clip, tokenizer, class_names, templates, batch_size: int = 256):
   """Mean of the normalised prompt embeddings over templates, one row per class."""
   per_template = [metrics.l2_normalize(embed_texts(clip, tokenizer, [t.format(n) for n in class_names],
-                                                   progress=False)) for t in templates]
+                                                   batch_size=batch_size, progress=False)) for t in templates]
   return np.mean(per_template, axis=0)
 
 
@@ -116,7 +116,7 @@ def evaluate(clip, tokenizer, data_dir: str, split: str, tasks, *, batch_size: i
     cover_emb = embed(SplitImages(source, [(r['index'], 0) for r in records]))
   if 'zero_shot' in tasks:
     templates = (template,) if isinstance(template, str) else tuple(template)
-    classes = class_prompt_embeddings(clip, tokenizer, table['names'], templates)
+    classes = class_prompt_embeddings(clip, tokenizer, table['names'], templates, batch_size)  # captions' shape
     scores = metrics.zero_shot(cover_emb, labels, classes, class_counts)
     arrays['per_class_acc'], arrays['per_class_n'] = scores.pop('per_class_acc'), scores.pop('per_class_n')
     out.update(scores)

@@ -6,7 +6,9 @@ loaded by file path.
 """
 
 import importlib.util
+import json
 import os
+import warnings
 
 import numpy as np
 import pytest
@@ -24,14 +26,20 @@ def openai_model_module():
 
 
 def make_openai_clip(*, vision_layers, vision_width, image_resolution, vision_patch_size=None, embed_dim=32,
-                     context_length=16, vocab_size=99, transformer_width=128, transformer_layers=2, seed=0):
+                     context_length=16, vocab_size=99, transformer_width=128, transformer_layers=2, seed=0,
+                     act='quick_gelu'):
   """A small OpenAI CLIP (ResNet when vision_layers is a tuple) with every parameter and BatchNorm statistic
-  randomised (the default init zeroes each bottleneck's last BN scale, which would hide the residual branch)."""
+  randomised (the default init zeroes each bottleneck's last BN scale, which would hide the residual branch).
+  act='gelu' swaps each MLP's QuickGELU for torch's exact GELU: open_clip's non-"quickgelu" models."""
   import torch
   module = openai_model_module()
   torch.manual_seed(seed)
   model = module.CLIP(embed_dim, image_resolution, vision_layers, vision_width, vision_patch_size, context_length,
                       vocab_size, transformer_width, transformer_width // 64, transformer_layers).eval()
+  if act == 'gelu':
+    for block in model.modules():
+      if isinstance(block, module.ResidualAttentionBlock):
+        block.mlp.gelu = torch.nn.GELU()
   with torch.no_grad():
     for name, p in model.named_parameters():
       p.add_(0.05 * torch.randn_like(p))
@@ -43,6 +51,21 @@ def make_openai_clip(*, vision_layers, vision_width, image_resolution, vision_pa
       elif name.endswith('running_var'):
         b.copy_(0.5 + torch.rand_like(b))
   return model
+
+
+def save_torchscript(model, path, image_resolution, context_length=16):
+  """As OpenAI released its checkpoints: a traced TorchScript archive (module class names included)."""
+  import torch
+  example = (torch.zeros(1, 3, image_resolution, image_resolution), torch.zeros(1, context_length, dtype=torch.long))
+  with warnings.catch_warnings():  # tracing warns about shape checks in torch's attention; they are constants here
+    warnings.simplefilter('ignore', torch.jit.TracerWarning)
+    torch.jit.save(torch.jit.trace(model, example, check_trace=False), str(path))
+  return str(path)
+
+
+def write_open_clip_config(folder, quick_gelu):
+  """The part of open_clip's open_clip_config.json that names the activation."""
+  (folder / 'open_clip_config.json').write_text(json.dumps({'model_cfg': {'quick_gelu': quick_gelu}}))
 
 
 def text_ids(rng, batch, length, vocab_size):

@@ -184,7 +184,7 @@ def test_openai_checkpoint_file_scores_like_a_workdir_started_from_it(synthetic_
   workdir initialised from it and not moved (learning rate 0): same weights, same text pooling rule."""
   torch = pytest.importorskip('torch')
   from designclip_jax.data.tokenizer import Tokenizer
-  from tests.openai_reference import make_openai_clip
+  from tests.openai_reference import make_openai_clip, write_open_clip_config
   _, _, data_dir = synthetic_data
   tokenizer = Tokenizer.from_pretrained(pipeline.tokenizer_dir(data_dir), 32)
   ref = make_openai_clip(vision_layers=(1, 1, 1, 1), vision_width=8, image_resolution=32, context_length=32,
@@ -192,6 +192,7 @@ def test_openai_checkpoint_file_scores_like_a_workdir_started_from_it(synthetic_
   os.makedirs(tmp_path / 'openai')
   checkpoint = str(tmp_path / 'openai' / 'RN-tiny.pt')
   torch.save(ref.state_dict(), checkpoint)
+  write_open_clip_config(tmp_path / 'openai', quick_gelu=True)  # a state dict does not name its activation
   tokenizer.save(str(tmp_path / 'openai'))
   config = micro_config(data_dir, steps=1, learning_rate=0.0)
   config.model.init = checkpoint

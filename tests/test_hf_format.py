@@ -93,6 +93,27 @@ def test_bfloat16_compute_stays_close_to_float32(tmp_path):
     assert np.all(cos > 0.999)
 
 
+def test_bfloat16_checkpoint_loads_as_torch_computes_it(tmp_path):
+  """A checkpoint saved in bfloat16 (sharded, as large exports are): the weights arrive exactly (outputs equal
+  torch's model upcast from the same bfloat16 weights) and stay within bfloat16 rounding of the float32 model."""
+  from safetensors import safe_open
+  kwargs = CONFIGS['gelu-eos']
+  hf = make_hf_clip(tmp_path / 'f32', **kwargs)
+  pixels, ids = _inputs(kwargs)
+  f32_outputs = torch_forward(hf, pixels, ids)
+  hf.to(torch.bfloat16).save_pretrained(tmp_path / 'bf16', max_shard_size='40KB')
+  shards = sorted((tmp_path / 'bf16').glob('model-*.safetensors'))
+  assert len(shards) > 1 and (tmp_path / 'bf16' / 'model.safetensors.index.json').is_file()
+  with safe_open(shards[0], framework='pt') as f:
+    assert {f.get_slice(k).get_dtype() for k in f.keys()} == {'BF16'}
+  model = designclip_jax.from_pretrained(tmp_path / 'bf16')
+  ours = (model.encode_image(jnp.asarray(pixels)), model.encode_text(jnp.asarray(ids)),
+          model(jnp.asarray(pixels), jnp.asarray(ids)))
+  for mine, upcast, f32 in zip(ours, torch_forward(hf.float(), pixels, ids), f32_outputs, strict=True):
+    assert _rel_err(np.asarray(mine), upcast) <= 1e-5
+    assert _rel_err(np.asarray(mine), f32) < 3e-2  # bf16 weights: ~4e-3 per weight, a few layers deep
+
+
 def test_missing_directory_and_files(tmp_path):
   with pytest.raises(FileNotFoundError, match='does not exist'):
     designclip_jax.from_pretrained(tmp_path / 'nope')

@@ -1,5 +1,8 @@
 """ResNet towers and OpenAI-format checkpoints against OpenAI's own PyTorch CLIP (clip/model.py)."""
 
+import json
+import re
+
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -7,8 +10,8 @@ import pytest
 torch = pytest.importorskip('torch')
 
 import designclip_jax
-from designclip_jax.weights import hf_format
-from tests.openai_reference import make_openai_clip, text_ids, torch_forward
+from designclip_jax.weights import hf_format, openai_format
+from tests.openai_reference import make_openai_clip, save_torchscript, text_ids, torch_forward, write_open_clip_config
 
 VOCAB = 99
 MODELS = {
@@ -28,13 +31,15 @@ def _inputs(size, seed=0):
   return rng.normal(size=(3, size, size, 3)).astype(np.float32), text_ids(rng, 4, 16, VOCAB)
 
 
-def _save(model, path, fmt):
-  """As open_clip's safetensors directory, or as a plain torch state-dict file."""
+def _save(model, path, fmt, quick_gelu=True):
+  """As open_clip's safetensors directory (its config naming the activation), or as a plain torch state-dict
+  file (which does not say)."""
   state = {k: v.contiguous() for k, v in model.state_dict().items()}
   if fmt == 'safetensors-dir':
     from safetensors.torch import save_file
     path.mkdir()
     save_file(state, str(path / 'open_clip_model.safetensors'))
+    write_open_clip_config(path, quick_gelu)
     return str(path)
   torch.save(state, str(path) + '.bin')
   return str(path) + '.bin'
@@ -46,8 +51,10 @@ def test_parity_with_openai_clip(tmp_path, name, fmt):
   kwargs = MODELS[name]
   ref = make_openai_clip(vocab_size=VOCAB, **kwargs)
   path = _save(ref, tmp_path / 'ckpt', fmt)
-  model = designclip_jax.from_pretrained(path)
-  assert hf_format.load_config(path) == model.config  # shapes only (the safetensors header) give the same
+  activation = 'quick_gelu' if fmt == 'torch-bin' else None  # a plain state dict does not say
+  model = designclip_jax.from_pretrained(path, activation=activation)
+  # shapes only (the safetensors header) give the same
+  assert hf_format.load_config(path, activation) == model.config
   assert model.config.vision.is_resnet == isinstance(kwargs['vision_layers'], tuple)
   pixels, ids = _inputs(kwargs['image_resolution'])
   ref_img, ref_txt, ref_logits = torch_forward(ref, pixels, ids)
@@ -75,12 +82,52 @@ def test_save_openai_round_trip_loads_in_openai_clip(tmp_path, name):
   pixels, ids = _inputs(kwargs['image_resolution'], seed=3)
   for a, b in zip(torch_forward(target, pixels, ids), torch_forward(source, pixels, ids), strict=True):
     np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6)
+  config = json.loads((tmp_path / 'out' / 'open_clip_config.json').read_text())['model_cfg']
+  assert config['quick_gelu'] is True and config['embed_dim'] == 32
+  assert designclip_jax.from_pretrained(str(tmp_path / 'out')).config == model.config  # the config says it all
+
+
+def test_gelu_checkpoint_takes_its_activation_from_the_file_or_the_caller(tmp_path):
+  """open_clip's GELU models have OpenAI's tensor names: a plain state dict cannot tell GELU from QuickGELU.
+  Unless the file or the caller says which, loading is refused; once said, outputs equal torch's GELU model."""
+  kwargs = MODELS['vit']
+  ref = make_openai_clip(vocab_size=VOCAB, act='gelu', **kwargs)
+  pixels, ids = _inputs(kwargs['image_resolution'])
+  ref_img, ref_txt, _ = torch_forward(ref, pixels, ids)
+
+  def error(model):
+    return max(_rel_err(np.asarray(model.encode_image(jnp.asarray(pixels))), ref_img),
+               _rel_err(np.asarray(model.encode_text(jnp.asarray(ids))), ref_txt))
+
+  plain = _save(ref, tmp_path / 'plain', 'torch-bin')
+  for load in (designclip_jax.from_pretrained, hf_format.load_config):
+    with pytest.raises(ValueError, match=re.escape(plain) + r" does not say which activation.*activation='quick_gelu' "
+                       r"or 'gelu'.*open_clip_config\.json"):
+      load(plain)
+  assert error(designclip_jax.from_pretrained(plain, activation='gelu')) <= 1e-5
+  assert error(designclip_jax.from_pretrained(plain, activation='quick_gelu')) > 1e-2  # the old silent answer
+  with pytest.raises(ValueError, match="activation 'relu' is not one of"):
+    designclip_jax.from_pretrained(plain, activation='relu')
+
+  folder = _save(ref, tmp_path / 'open_clip', 'safetensors-dir', quick_gelu=False)  # open_clip's config says
+  model = designclip_jax.from_pretrained(folder)
+  assert (model.config.text.act, model.config.vision.act) == ('gelu', 'gelu') and error(model) <= 1e-5
+  with pytest.raises(ValueError, match=r'conflicting activations: gelu from .*open_clip_config\.json; quick_gelu from '
+                     'the activation argument'):
+    designclip_jax.from_pretrained(folder, activation='quick_gelu')
+  designclip_jax.save_openai(model, str(tmp_path / 'export'))  # the export says it too
+  assert error(designclip_jax.from_pretrained(str(tmp_path / 'export'))) <= 1e-5
+
+  scripted = save_torchscript(ref, tmp_path / 'gelu.pt', kwargs['image_resolution'])  # module class names say
+  assert error(designclip_jax.from_pretrained(scripted)) <= 1e-5
+  quick = make_openai_clip(vocab_size=VOCAB, **MODELS['resnet-96px'])  # OpenAI's own: QuickGELU
+  scripted = save_torchscript(quick, tmp_path / 'quick.pt', MODELS['resnet-96px']['image_resolution'])
+  assert hf_format.load_config(scripted).text.act == 'quick_gelu'
 
 
 def test_resnet_presets_have_openai_tensor_names_and_shapes():
   """RN50 / RN101 as OpenAI builds them (vocab 49408, context 77): the same tensors with the same shapes."""
   from flax import nnx
-  from designclip_jax.weights import openai_format
   from designclip_jax.models import CLIP, preset
   from tests.openai_reference import openai_model_module
   module = openai_model_module()
@@ -103,9 +150,13 @@ def test_save_pretrained_refuses_a_resnet_and_bad_files_are_named(tmp_path):
     designclip_jax.save_pretrained(model, str(tmp_path / 'hf'))
   from designclip_jax.models import CLIP, preset
   from flax import nnx
-  tiny = CLIP(preset('tiny', text_layers=1, vision_layers=1), rngs=nnx.Rngs(0))  # gelu, 4 heads of 32
-  with pytest.raises(ValueError, match=r"text heads 4 != width 128 / 64; .*vision act 'gelu' != quick_gelu"):
+  # gelu, 4 heads of 32; abstract (eval_shape): the refusal comes before any weight is read
+  tiny = nnx.eval_shape(lambda: CLIP(preset('tiny', text_layers=1, vision_layers=1), rngs=nnx.Rngs(0)))
+  with pytest.raises(ValueError, match=r"text heads 4 != width 128 / 64; vision heads 4 != width 128 / 64\."):
     designclip_jax.save_openai(tiny, str(tmp_path / 'tiny'))
+  mixed = preset('tiny', text_heads=2, vision_heads=2, vision_act='quick_gelu')
+  assert openai_format.format_mismatches(mixed) == [
+      "vision act 'quick_gelu': the format has one activation for both towers, one of ('quick_gelu', 'gelu')"]
   from safetensors.numpy import save_file
   save_file({'weight': np.zeros(3, np.float32)}, str(tmp_path / 'other.safetensors'))
   with pytest.raises(ValueError, match='other.safetensors is not an OpenAI-format CLIP'):
@@ -119,7 +170,6 @@ def test_batch_statistics_mode_matches_torch_batchnorm_in_train_mode(tmp_path):
   """model.batchnorm='batch' in training mode: the features and the updated running statistics of every
   BatchNorm equal OpenAI's PyTorch model after one forward pass in train() mode."""
   from flax import nnx
-  from designclip_jax.weights import openai_format
   from designclip_jax.models import CLIP
   kwargs = MODELS['resnet']
   ref = make_openai_clip(vocab_size=VOCAB, **kwargs)

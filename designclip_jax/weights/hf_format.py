@@ -107,10 +107,13 @@ def config_to_hf(cfg: CLIPConfig):
       projection_dim=cfg.embed_dim, logit_scale_init_value=cfg.logit_scale_init)
 
 
-def load_config(path: str) -> CLIPConfig:
-  """Tower shapes of an HF directory (config.json) or an OpenAI-format checkpoint (read off its tensors)."""
+def load_config(path: str, activation: str | None = None) -> CLIPConfig:
+  """Tower shapes of an HF directory (config.json) or an OpenAI-format checkpoint (read off its tensors).
+  ``activation`` ('quick_gelu' or 'gelu') is required for an OpenAI-format file that does not say which
+  (``openai_format.activation``); where the checkpoint says, it must agree."""
   if openai_format.is_openai_checkpoint(path):
-    return openai_format.config_from_shapes(openai_format.read_shapes(path))
+    shapes, declared = openai_format.read_shapes(path)
+    return openai_format.config_from_shapes(shapes, openai_format.activation(path, declared, activation))
   config_file = os.path.join(path, 'config.json')
   if not os.path.isfile(config_file):
     raise FileNotFoundError(f'{config_file} not found: expected a Hugging Face CLIP directory '
@@ -122,35 +125,40 @@ def load_config(path: str) -> CLIPConfig:
     raise ValueError(f'{config_file} describes model_type={raw.get("model_type")!r}, not a CLIP model '
                      "(model_type 'clip')")
   from transformers import CLIPConfig as HFCLIPConfig  # pylint: disable=import-outside-toplevel
-  return config_from_hf(HFCLIPConfig.from_pretrained(path))
+  config = config_from_hf(HFCLIPConfig.from_pretrained(path))
+  if activation is not None and {config.text.act, config.vision.act} != {activation}:
+    raise ValueError(f'{config_file} says hidden_act {config.text.act!r} (text) / {config.vision.act!r} (vision); '
+                     f'activation={activation!r} contradicts it')
+  return config
 
 
 # ----------------------------------------------------------------------------- weights
 
 def read_safetensors(path: str) -> dict[str, np.ndarray]:
-  """All tensors of an HF directory's model.safetensors (or its sharded index), as numpy arrays."""
-  from safetensors.numpy import load_file  # pylint: disable=import-outside-toplevel
+  """All tensors of an HF directory's model.safetensors (or its sharded index), as numpy arrays (bfloat16 too)."""
   single, index = os.path.join(path, WEIGHTS_NAME), os.path.join(path, WEIGHTS_INDEX_NAME)
   if os.path.isfile(single):
-    return load_file(single)
+    return openai_format.load_safetensors(single)
   if os.path.isfile(index):
     with open(index) as f:
       shards = sorted(set(json.load(f)['weight_map'].values()))
     tensors = {}
     for shard in shards:
-      tensors.update(load_file(os.path.join(path, shard)))
+      tensors.update(openai_format.load_safetensors(os.path.join(path, shard)))
     return tensors
   raise FileNotFoundError(f'no {WEIGHTS_NAME} (or {WEIGHTS_INDEX_NAME}) in {path}; PyTorch .bin '
                           'checkpoints must first be re-saved as safetensors')
 
 
-def read_checkpoint(path: str) -> tuple[CLIPConfig, dict[str, np.ndarray]]:
-  """A checkpoint's config and its tensors under HF-style names, whichever format it is in (weights read once)."""
+def read_checkpoint(path: str, activation: str | None = None) -> tuple[CLIPConfig, dict[str, np.ndarray]]:
+  """A checkpoint's config and its tensors under HF-style names, whichever format it is in (weights read
+  once); ``activation`` as in ``load_config``."""
   if openai_format.is_openai_checkpoint(path):
-    state = openai_format.read_state_dict(path)
-    return (openai_format.config_from_shapes({k: v.shape for k, v in state.items()}),
-            openai_format.to_hf_names(state))
-  return load_config(path), read_safetensors(path)
+    state, declared = openai_format.read_state_dict(path)
+    act = openai_format.activation(path, declared, activation)
+    config = openai_format.config_from_shapes({k: v.shape for k, v in state.items()}, act)
+    return config, openai_format.to_hf_names(state)
+  return load_config(path, activation), read_safetensors(path)
 
 
 def hf_to_params(tensors: dict[str, np.ndarray], abstract: CLIP) -> dict:
@@ -195,14 +203,17 @@ def pool_at_tokenizer_eos(config: CLIPConfig, tokenizer) -> CLIPConfig:
   return config
 
 
-def from_pretrained(path: str, *, dtype=jnp.float32, remat: bool = False, tokenizer=None) -> CLIP:
-  """Load an HF CLIP directory or an OpenAI-format checkpoint into an NNX ``CLIP`` (float32 params,
-  ``dtype`` compute). With ``tokenizer``, argmax text pooling becomes pooling at its EOS
-  (``pool_at_tokenizer_eos``); without, the checkpoint's own rule is kept."""
+def from_pretrained(path: str, *, dtype=jnp.float32, remat: bool = False, tokenizer=None,
+                    activation: str | None = None) -> CLIP:
+  """Load an HF CLIP directory or an OpenAI-format checkpoint into an NNX ``CLIP`` (float32 params from any
+  stored dtype, ``dtype`` compute). With ``tokenizer``, argmax text pooling becomes pooling at its EOS
+  (``pool_at_tokenizer_eos``); without, the checkpoint's own rule is kept. ``activation`` ('quick_gelu' or
+  'gelu') is required for an OpenAI-format file that does not say which (a plain state dict without open_clip's
+  config beside it); where the checkpoint says, it must agree."""
   path = os.fspath(path)
   if not os.path.exists(path):
     raise FileNotFoundError(f'checkpoint {path!r} does not exist')
-  config, tensors = read_checkpoint(path)
+  config, tensors = read_checkpoint(path, activation)
   if tokenizer is not None:
     config = pool_at_tokenizer_eos(config, tokenizer)
   abstract = nnx.eval_shape(lambda: CLIP(config, dtype=dtype, remat=remat, rngs=nnx.Rngs(0)))
@@ -228,8 +239,9 @@ def save_pretrained(model: CLIP, path: str, tokenizer=None) -> None:
 
 def save_openai(model: CLIP, path: str, tokenizer=None) -> None:
   """Write ``model`` as an OpenAI-format state dict (``<path>/open_clip_model.safetensors``, the names of
-  OpenAI's clip/model.py, which open_clip loads); the tower shapes are implied by the tensors. Text is pooled
-  at argmax(ids) on reload, which is the EOS only with CLIP's tokenizer (EOS = the largest id)."""
+  OpenAI's clip/model.py, which open_clip loads) with open_clip's ``open_clip_config.json`` beside it (the
+  activation; the tower shapes are also implied by the tensors). Text is pooled at argmax(ids) on reload,
+  which is the EOS only with CLIP's tokenizer (EOS = the largest id)."""
   from safetensors.numpy import save_file  # pylint: disable=import-outside-toplevel
   problems = openai_format.format_mismatches(model.config)
   if problems:
@@ -237,7 +249,9 @@ def save_openai(model: CLIP, path: str, tokenizer=None) -> None:
                      'one): ' + '; '.join(problems) + '. Use save_pretrained (HF format) for it.')
   os.makedirs(path, exist_ok=True)
   state = openai_format.from_hf_names(params_to_hf(model))
-  save_file({k: np.ascontiguousarray(v) for k, v in state.items()},
+  save_file({k: np.array(v, order="C") for k, v in state.items()},  # keeps 0-d tensors 0-d (logit_scale)
             os.path.join(path, openai_format.OPENAI_FILES[0]))
+  with open(os.path.join(path, openai_format.OPEN_CLIP_CONFIG), 'w') as f:
+    json.dump(openai_format.open_clip_config(model.config), f, indent=1)
   if tokenizer is not None:
     tokenizer.save(path)

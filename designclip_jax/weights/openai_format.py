@@ -5,19 +5,29 @@
 Only renames and the split/fuse of ``attn.in_proj_*`` happen here; the layout changes (transposes) stay in
 ``checkpoints``' rule table. The ResNet towers, which transformers has no class for, are named after
 OpenAI's modules under ``vision_model.`` and pass through unchanged.
+
+The tensors do not say which activation the transformer MLPs use: OpenAI's models use QuickGELU, most of
+open_clip's use GELU. It is taken from where the checkpoint says it (the module class names of a
+TorchScript archive, as OpenAI's released .pt files are; open_clip's ``open_clip_config.json`` beside
+the weights) or from the caller; a checkpoint that says nothing, loaded without one, is an error.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
 
 import numpy as np
 
+from designclip_jax.data.images import CLIP_MEAN, CLIP_STD
 from designclip_jax.models.config import CLIPConfig, TextConfig, VisionConfig
 from designclip_jax.models.text import LEGACY_EOS_TOKEN_ID
 
 OPENAI_FILES = ('open_clip_model.safetensors', 'open_clip_pytorch_model.bin')
+OPEN_CLIP_CONFIG = 'open_clip_config.json'  # open_clip's model description, beside the weights
+ACTIVATIONS = ('quick_gelu', 'gelu')
+_TORCH_ACTIVATIONS = {'QuickGELU': 'quick_gelu', 'GELU': 'gelu'}  # class names of the modules at *.mlp.gelu
 _NON_TENSORS = {'input_resolution', 'context_length', 'vocab_size'}  # scalars OpenAI's .pt files carry
 
 # Per transformer block: OpenAI sub-name <-> HF sub-name (attn.in_proj_* is split/fused separately).
@@ -61,49 +71,102 @@ def _clean(state: dict, path: str) -> dict:
   return state
 
 
-def read_state_dict(path: str) -> dict[str, np.ndarray]:
-  """Tensors of an OpenAI-format checkpoint as float32 numpy; .pt/.bin need torch, .safetensors does not."""
-  path = _weights_file(path)
-  if path.endswith('.safetensors'):
-    from safetensors.numpy import load_file  # pylint: disable=import-outside-toplevel
-    state = load_file(path)
+def load_safetensors(file: str) -> dict[str, np.ndarray]:
+  """All tensors of a safetensors file as numpy, bfloat16 included: numpy resolves the 'bfloat16' dtype that
+  safetensors asks for only once ml_dtypes has registered it."""
+  import ml_dtypes  # pylint: disable=import-outside-toplevel,unused-import
+  from safetensors.numpy import load_file  # pylint: disable=import-outside-toplevel
+  return load_file(file)
+
+
+def read_state_dict(path: str) -> tuple[dict[str, np.ndarray], str | None]:
+  """Tensors of an OpenAI-format checkpoint as float32 numpy (.pt/.bin need torch, .safetensors does not),
+  and the activation the checkpoint itself declares (None when it does not: see ``activation``)."""
+  file = _weights_file(path)
+  if file.endswith('.safetensors'):
+    state, declared = load_safetensors(file), None
   else:
     try:
       import torch  # pylint: disable=import-outside-toplevel
     except ImportError as e:
-      raise ImportError(f'reading {path} needs PyTorch (pip install torch); or convert it to .safetensors') from e
-    state = {k: v.float().numpy() for k, v in _read_torch_file(path, torch).items()}
-  return {k: np.asarray(v, np.float32) for k, v in _clean(state, path).items()}
+      raise ImportError(f'reading {file} needs PyTorch (pip install torch); or convert it to .safetensors') from e
+    state, declared = _read_torch_file(file, torch)
+    state = {k: v.float().numpy() for k, v in state.items()}
+  return {k: np.asarray(v, np.float32) for k, v in _clean(state, file).items()}, declared
 
 
-def read_shapes(path: str) -> dict[str, tuple[int, ...]]:
-  """Tensor shapes only: from the safetensors header without reading any weights (a .pt is read whole)."""
+def read_shapes(path: str) -> tuple[dict[str, tuple[int, ...]], str | None]:
+  """Tensor shapes only (from the safetensors header without reading any weights; a .pt is read whole), and
+  the activation the checkpoint declares, as ``read_state_dict``."""
   file = _weights_file(path)
   if not file.endswith('.safetensors'):
-    return {k: v.shape for k, v in read_state_dict(path).items()}
+    state, declared = read_state_dict(path)
+    return {k: v.shape for k, v in state.items()}, declared
   from safetensors import safe_open  # pylint: disable=import-outside-toplevel
   with safe_open(file, framework='np') as f:
-    return _clean({k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}, file)
+    return _clean({k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}, file), None
 
 
-def _read_torch_file(path: str, torch) -> dict:
-  """OpenAI's released files are TorchScript archives; open_clip's .bin are plain (maybe wrapped) state dicts."""
+def _read_torch_file(path: str, torch) -> tuple[dict, str | None]:
+  """OpenAI's released files are TorchScript archives, which keep each module's class name (and so the
+  activation); open_clip's .bin are plain (maybe wrapped) state dicts, which do not."""
   try:
-    return torch.jit.load(path, map_location='cpu').state_dict()
+    archive = torch.jit.load(path, map_location='cpu')
   except RuntimeError:
     pass
+  else:
+    names = {m.original_name for name, m in archive.named_modules() if name.endswith('mlp.gelu')}
+    if len(names) != 1 or not names <= _TORCH_ACTIVATIONS.keys():
+      raise ValueError(f'{path}: TorchScript MLP activation modules {sorted(names)}; expected one of '
+                       f'{sorted(_TORCH_ACTIVATIONS)} throughout')
+    return archive.state_dict(), _TORCH_ACTIVATIONS[names.pop()]
   try:
     state = torch.load(path, map_location='cpu', weights_only=True)
   except Exception as e:  # pickle, zip and torch errors alike: name the file
     raise ValueError(f'{path} is not a PyTorch checkpoint: {e.__class__.__name__}: {e}') from e
   if not isinstance(state, dict):
     raise ValueError(f'{path} holds a {type(state).__name__}, not a state dict')
-  return state.get('state_dict', state)
+  return state.get('state_dict', state), None
 
 
-def config_from_shapes(shapes: dict[str, tuple[int, ...]]) -> CLIPConfig:
-  """Tower shapes read off the tensor shapes, as OpenAI's ``build_model`` does (heads = width / 64); text is
-  pooled at argmax(ids), as OpenAI's encode_text does."""
+def _config_file_activation(path: str) -> tuple[str, str | None]:
+  """(open_clip_config.json beside the weights, the activation its model_cfg.quick_gelu gives or None)."""
+  file = os.path.join(path if os.path.isdir(path) else os.path.dirname(path), OPEN_CLIP_CONFIG)
+  if not os.path.isfile(file):
+    return file, None
+  try:
+    with open(file) as f:
+      model_cfg = json.load(f).get('model_cfg')
+  except (json.JSONDecodeError, AttributeError) as e:
+    raise ValueError(f'{file} is not an open_clip config (a JSON object with "model_cfg"): {e}') from e
+  if not isinstance(model_cfg, dict) or not isinstance(model_cfg.get('quick_gelu', False), bool):
+    raise ValueError(f'{file}: expected "model_cfg": {{..., "quick_gelu": true or false}}, as open_clip writes')
+  return file, 'quick_gelu' if model_cfg.get('quick_gelu', False) else 'gelu'  # open_clip's default: GELU
+
+
+def activation(path: str, declared: str | None, requested: str | None) -> str:
+  """The transformer MLP activation of the checkpoint at ``path``: what the file declares (``declared``, from
+  ``read_state_dict``), what an ``open_clip_config.json`` beside it says, and what the caller asks for must
+  agree; at least one must say."""
+  if requested is not None and requested not in ACTIVATIONS:
+    raise ValueError(f'activation {requested!r} is not one of {ACTIVATIONS}')
+  config_file, configured = _config_file_activation(path)
+  said = {f'{path} (its TorchScript modules)': declared, config_file: configured, 'the activation argument': requested}
+  said = {source: act for source, act in said.items() if act is not None}
+  if len(set(said.values())) > 1:
+    raise ValueError('conflicting activations: ' + '; '.join(f'{act} from {source}' for source, act in said.items()))
+  if not said:
+    raise ValueError(
+        f"{path} does not say which activation its transformer MLPs use (OpenAI's models and open_clip's "
+        "'-quickgelu' ones use quick_gelu, open_clip's others gelu; the wrong one changes every embedding). "
+        "Say which: from_pretrained(..., activation='quick_gelu' or 'gelu'), or, for the training and eval CLIs, "
+        f'put open_clip\'s {OPEN_CLIP_CONFIG} beside it, e.g. {{"model_cfg": {{"quick_gelu": true}}}}')
+  return next(iter(said.values()))
+
+
+def config_from_shapes(shapes: dict[str, tuple[int, ...]], act: str) -> CLIPConfig:
+  """Tower shapes read off the tensor shapes, as OpenAI's ``build_model`` does (heads = width / 64), with the
+  MLP activation ``act`` (see ``activation``); text is pooled at argmax(ids), as OpenAI's encode_text does."""
   def count(prefix):
     return len({k[len(prefix):].split('.')[0] for k in shapes if k.startswith(prefix)})
 
@@ -111,13 +174,14 @@ def config_from_shapes(shapes: dict[str, tuple[int, ...]]) -> CLIPConfig:
   text = TextConfig(vocab_size=shapes['token_embedding.weight'][0],
                     context_length=shapes['positional_embedding'][0], width=text_width,
                     layers=count('transformer.resblocks.'), heads=text_width // 64, mlp_dim=4 * text_width,
-                    act='quick_gelu', eos_token_id=LEGACY_EOS_TOKEN_ID)
+                    act=act, eos_token_id=LEGACY_EOS_TOKEN_ID)
   embed_dim = shapes['text_projection'][1]
   if 'visual.proj' in shapes:
     width, _, patch, _ = shapes['visual.conv1.weight']
     grid = round((shapes['visual.positional_embedding'][0] - 1) ** 0.5)
     vision = VisionConfig(image_size=patch * grid, patch_size=patch, width=width,
-                          layers=count('visual.transformer.resblocks.'), heads=width // 64, mlp_dim=4 * width)
+                          layers=count('visual.transformer.resblocks.'), heads=width // 64, mlp_dim=4 * width,
+                          act=act)
   else:
     width = shapes['visual.layer1.0.conv1.weight'][0]
     grid = round((shapes['visual.attnpool.positional_embedding'][0] - 1) ** 0.5)
@@ -128,7 +192,8 @@ def config_from_shapes(shapes: dict[str, tuple[int, ...]]) -> CLIPConfig:
 
 def format_mismatches(cfg: CLIPConfig) -> list[str]:
   """What OpenAI's format cannot express about ``cfg``: its loaders infer heads (width / 64), MLP width
-  (4x), activation (quick_gelu) and LayerNorm epsilon (1e-5) instead of storing them."""
+  (4x) and LayerNorm epsilon (1e-5) instead of storing them; open_clip's config names one activation for
+  both towers, quick_gelu or gelu."""
   problems = []
   towers = [('text', cfg.text)] + ([] if cfg.vision.is_resnet else [('vision', cfg.vision)])
   for name, tower in towers:
@@ -136,13 +201,27 @@ def format_mismatches(cfg: CLIPConfig) -> list[str]:
       problems.append(f'{name} heads {tower.heads} != width {tower.width} / 64')
     if tower.mlp_dim != 4 * tower.width:
       problems.append(f'{name} mlp_dim {tower.mlp_dim} != 4 x width {tower.width}')
-    if tower.act != 'quick_gelu':
-      problems.append(f'{name} act {tower.act!r} != quick_gelu')
+    if tower.act not in ACTIVATIONS or tower.act != cfg.text.act:
+      problems.append(f'{name} act {tower.act!r}: the format has one activation for both towers, one of {ACTIVATIONS}')
   if cfg.vision.is_resnet and cfg.vision.heads != cfg.vision.width * 32 // 64:
     problems.append(f'ResNet attention-pool heads {cfg.vision.heads} != width {cfg.vision.width} x 32 / 64')
   if cfg.layer_norm_eps != 1e-5:
     problems.append(f'layer_norm_eps {cfg.layer_norm_eps} != 1e-5')
   return problems
+
+
+def open_clip_config(cfg: CLIPConfig) -> dict:
+  """``cfg`` as open_clip's ``open_clip_config.json``: the shapes of its model configs, the activation
+  (``quick_gelu``) and OpenAI's pixel mean and std (the 'clip' pixel normalization)."""
+  v, t = cfg.vision, cfg.text
+  if v.is_resnet:
+    vision = dict(image_size=v.image_size, layers=list(v.stage_blocks), width=v.width, patch_size=None)
+  else:
+    vision = dict(image_size=v.image_size, layers=v.layers, width=v.width, patch_size=v.patch_size)
+  text = dict(context_length=t.context_length, vocab_size=t.vocab_size, width=t.width, heads=t.heads, layers=t.layers)
+  model_cfg = dict(embed_dim=cfg.embed_dim, quick_gelu=t.act == 'quick_gelu', vision_cfg=vision, text_cfg=text)
+  return {'model_cfg': model_cfg,
+          'preprocess_cfg': dict(mean=CLIP_MEAN.tolist(), std=CLIP_STD.tolist())}
 
 
 def _rename(name: str, to_hf: bool, vit: bool) -> tuple[str, bool]:

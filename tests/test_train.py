@@ -165,11 +165,12 @@ def _pretrained_checkpoint(kind, tmp_path, tokenizer):
     tokenizer.save(path)
     return path
   import torch
-  from tests.openai_reference import make_openai_clip
+  from tests.openai_reference import make_openai_clip, write_open_clip_config
   ref = make_openai_clip(vision_layers=(1, 1, 1, 1), vision_width=8, image_resolution=32, context_length=32,
                          vocab_size=tokenizer.vocab_size, transformer_layers=1)
   os.makedirs(tmp_path / 'openai')
   torch.save(ref.state_dict(), str(tmp_path / 'openai' / 'RN-tiny.pt'))
+  write_open_clip_config(tmp_path / 'openai', quick_gelu=True)  # a state dict does not name its activation
   tokenizer.save(str(tmp_path / 'openai'))  # tokenizer files sit beside the checkpoint file
   return str(tmp_path / 'openai' / 'RN-tiny.pt')
 

@@ -5,6 +5,10 @@ trained under each setting on the embedded synthetic set and evaluated on its he
     python bench/ablations.py --quick         # smoke test: 1 seed, 3 settings, 20 steps (not evidence)
     python bench/ablations.py --settings baseline full --seeds 0 1 2 --steps 200
 
+Every run records the commit it ran at (and whether tracked files differed from it). A study of runs at more
+than one code version is refused, naming the runs not at the current one: rerun them (--rerun-stale) or
+tabulate anyway, each row labelled with its commits (--allow-mixed-commits).
+
 Settings (λ = (CACLS, CACL, MVCL); β_s sampling, β_l loss weights):
   baseline        plain InfoNCE only: λ=(0,1,0), β_s=β_l=0
   sampling        + class-aware sampling:     λ=(0,1,0), β_s=1.2
@@ -20,6 +24,7 @@ import argparse
 import json
 import os
 import shutil
+import subprocess
 import tempfile
 import time
 
@@ -43,6 +48,36 @@ SETTINGS = {
     **{f'lambda3={x}': {**FULL, 'loss.lambdas': (1.0, 0.1, x)} for x in (0.1, 0.4)},
 }
 QUICK = ('baseline', 'full', 'no_mvcl')
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def git_state(repo=REPO) -> dict:
+  """The commit the code runs at, and whether tracked files differ from it (then the commit alone does not
+  name the code)."""
+  def git(*args):
+    return subprocess.run(['git', '-C', repo, *args], capture_output=True, text=True, check=True).stdout.strip()
+  try:
+    return {'commit': git('rev-parse', 'HEAD'), 'dirty': bool(git('status', '--porcelain', '--untracked-files=no'))}
+  except (OSError, subprocess.CalledProcessError):
+    return {'commit': 'unknown', 'dirty': True}
+
+
+def code_version(run: dict) -> str:
+  """Short commit of a run (+dirty when its tree had uncommitted changes); 'unrecorded' for runs from before
+  commits were recorded."""
+  return (run['commit'][:7] if 'commit' in run else 'unrecorded') + ('+dirty' if run.get('dirty') else '')
+
+
+def stale_runs(results: dict, current: str) -> list[str]:
+  """'setting (seeds ...) @ version' for the runs not at version ``current``, if the runs are of several versions."""
+  if len({code_version(r) for runs in results.values() for r in runs}) <= 1:
+    return []
+  stale = {}
+  for setting, runs in results.items():
+    for r in runs:
+      if code_version(r) != current:
+        stale.setdefault((setting, code_version(r)), []).append(str(r['seed']))
+  return [f'{setting} (seeds {" ".join(seeds)}) @ {version}' for (setting, version), seeds in stale.items()]
 
 
 def make_config(setting, seed, steps, batch):
@@ -84,18 +119,20 @@ def run_one(setting, seed, steps, batch, workdir):
 
 
 def summarise(results):
-  """setting -> metric -> (mean, std over seeds, n)."""
+  """setting -> metric -> (mean, std over seeds, n), and 'code': the code versions its runs were measured at."""
   table = {}
   for setting, runs in results.items():
     table[setting] = {m: (float(np.mean([r[m] for r in runs])), float(np.std([r[m] for r in runs])), len(runs))
                       for m in METRICS + ('seconds',)}
+    table[setting]['code'] = ' / '.join(sorted({code_version(r) for r in runs}))
   return table
 
 
 def markdown(table):
-  lines = ['| setting | ' + ' | '.join(METRICS) + ' |', '|---|' + '---|' * len(METRICS)]
+  lines = ['| setting | ' + ' | '.join(METRICS) + ' | code |', '|---|' + '---|' * (len(METRICS) + 1)]
   for setting, row in table.items():
-    lines.append(f'| {setting} | ' + ' | '.join(f'{row[m][0]:.3f} ± {row[m][1]:.3f}' for m in METRICS) + ' |')
+    cells = ' | '.join(f'{row[m][0]:.3f} ± {row[m][1]:.3f}' for m in METRICS)
+    lines.append(f'| {setting} | {cells} | {row["code"]} |')
   return '\n'.join(lines)
 
 
@@ -157,6 +194,9 @@ def main():
   parser.add_argument('--batch', type=int, default=48)
   parser.add_argument('--out', default='docs/results')
   parser.add_argument('--quick', action='store_true')
+  parser.add_argument('--rerun-stale', action='store_true', help='rerun finished runs made at another code version')
+  parser.add_argument('--allow-mixed-commits', action='store_true',
+                      help='tabulate runs of several code versions (each row says which)')
   args = parser.parse_args()
   if args.quick:
     args.settings, args.seeds, args.steps, args.out = list(QUICK), [0], 20, os.path.join(tempfile.gettempdir(),
@@ -170,16 +210,23 @@ def main():
   if os.path.exists(raw_path) and not args.quick:  # resume a study: finished runs are kept
     with open(raw_path) as f:
       results = json.load(f)
+  code = git_state()
+  current = code_version(code)
+  if code['dirty']:
+    print(f'warning: uncommitted changes to tracked files; new runs are labelled {current}, which no commit names')
   scratch = tempfile.mkdtemp(prefix='ablate-')
   try:
     for setting in args.settings:
       for seed in args.seeds:
         done = [r for r in results.get(setting, []) if r['seed'] == seed and r['steps'] == args.steps]
+        if args.rerun_stale and done and code_version(done[0]) != current:
+          results[setting].remove(done[0])
+          done = []
         if done:
           continue
         print(f'== {setting} seed {seed}', flush=True)
         scores = run_one(setting, seed, args.steps, args.batch, os.path.join(scratch, f'{setting}-{seed}'))
-        scores.update(seed=seed, steps=args.steps)
+        scores.update(seed=seed, steps=args.steps, **code)
         results.setdefault(setting, []).append(scores)
         print({m: round(scores[m], 4) for m in METRICS}, f"{scores['seconds']:.0f}s", flush=True)
         with open(raw_path, 'w') as f:
@@ -187,11 +234,18 @@ def main():
   finally:
     shutil.rmtree(scratch, ignore_errors=True)
   selected = {s: [r for r in results[s] if r['steps'] == args.steps] for s in args.settings if s in results}
+  stale = stale_runs(selected, current)
+  if stale and not args.allow_mixed_commits:
+    raise SystemExit(f'the study mixes code versions; runs not at the current one ({current}): '
+                     f'{", ".join(stale)}. Rerun them (--rerun-stale) or tabulate anyway, each row labelled with '
+                     'its commits (--allow-mixed-commits).')
   table = summarise(selected)
   md = markdown(table)
   with open(os.path.join(args.out, 'ablations.md'), 'w') as f:
+    mixed = ' Runs of several code versions (tabulated with --allow-mixed-commits): compare rows of different code ' \
+            'with care.' if stale else ''
     f.write(f'Test split of the synthetic set; {args.steps} steps x batch {args.batch}; mean ± std over seeds '
-            f'{args.seeds}.\n\n{md}\n')
+            f'{args.seeds}; code: the commit(s) each row was measured at.{mixed}\n\n{md}\n')
   with open(os.path.join(args.out, 'ablations.json'), 'w') as f:
     json.dump({'steps': args.steps, 'batch': args.batch, 'seeds': args.seeds, 'table': table}, f, indent=1)
   print(md)

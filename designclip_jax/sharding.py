@@ -3,32 +3,67 @@ devices and processes (besides the CLI entry points that call jax.distributed.in
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import re
 
 import jax
 import numpy as np
 from flax import nnx
+from jax.experimental import mesh_utils
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 BATCH_AXES = ('data', 'fsdp')
+# Activations: the models mark their batch dim with the logical axis 'batch' (layers.shard_batch); under
+# activation_sharding it is split over both mesh axes and every other dim is kept whole, so FSDP shards
+# parameters and optimizer state only, and never splits an activation along the model width.
+ACTIVATION_RULES = (('batch', BATCH_AXES),)
 # Logical parameter axes -> mesh axes. FSDP shards every matrix along its model-width ('embed') dim;
 # other logical axes stay replicated. A dimension the mesh axis does not divide is replicated.
 LOGICAL_RULES: dict[str, str | None] = {'embed': 'fsdp', 'mlp': None, 'heads': None, 'vocab': None,
                                         'joint': None, 'fusion': None}
 
 
-def make_mesh(data: int, fsdp: int, devices=None) -> jax.sharding.Mesh:
-  """A ('data', 'fsdp') mesh; -1 for one axis means 'all remaining devices'."""
-  devices = devices if devices is not None else jax.devices()
+def device_grid(data: int, fsdp: int, devices, slices: int = 1) -> np.ndarray:
+  """Devices arranged (data, fsdp); -1 for data or fsdp means 'all remaining devices'.
+
+  With ``slices > 1`` (several TPU slices joined by the data-center network, DCN) only data parallelism
+  crosses slices: each slice holds data/slices whole rows of the grid, so FSDP's parameter all-gathers
+  and gradient reduce-scatters stay on a slice's fast interconnect (ICI), as MaxText and big_vision build
+  hybrid meshes. Slices are read from the devices' ``slice_index`` (TPU; also abstract devices from
+  ``jax.experimental.topologies``), or are processes where devices have none (e.g. one process per GPU
+  node).
+  """
   n = len(devices)
+  if slices < 1 or n % slices:
+    raise ValueError(f'mesh.slices={slices} does not divide the {n} devices')
+  if data == -1 and fsdp == -1:
+    raise ValueError('mesh.data and mesh.fsdp cannot both be -1')
   if data == -1:
     data = n // fsdp
   if fsdp == -1:
     fsdp = n // data
   if data * fsdp != n:
     raise ValueError(f'mesh data={data} x fsdp={fsdp} does not use the {n} available devices exactly')
-  return jax.make_mesh((data, fsdp), BATCH_AXES, axis_types=(jax.sharding.AxisType.Auto,) * 2,
-                       devices=devices)
+  if slices == 1:
+    return mesh_utils.create_device_mesh((data, fsdp), devices, allow_split_physical_axes=True)
+  if data % slices:
+    raise ValueError(f'mesh.data={data} must be a multiple of mesh.slices={slices}: only data parallelism '
+                     f'crosses slices (fsdp={fsdp} must fit in one slice of {n // slices} devices)')
+  by_process = not hasattr(devices[0], 'slice_index')
+  granules = {d.process_index if by_process else d.slice_index for d in devices}
+  if len(granules) != slices:
+    raise ValueError(f'mesh.slices={slices}, but the devices belong to {len(granules)} '
+                     f'{"processes (they have no slice_index)" if by_process else "slices"}')
+  return mesh_utils.create_hybrid_device_mesh((data // slices, fsdp), (slices, 1), devices,
+                                              process_is_granule=by_process, allow_split_physical_axes=True)
+
+
+def make_mesh(data: int, fsdp: int, devices=None, slices: int = 1) -> jax.sharding.Mesh:
+  """A ('data', 'fsdp') mesh over ``devices`` (default: all; abstract TPU devices work too); see device_grid."""
+  devices = list(devices) if devices is not None else jax.devices()
+  return jax.sharding.Mesh(device_grid(data, fsdp, devices, slices), BATCH_AXES,
+                           axis_types=(jax.sharding.AxisType.Auto,) * 2)
 
 
 def _spec_for(logical: tuple, shape: tuple, mesh, rules) -> P:
@@ -57,6 +92,13 @@ def state_shardings(abstract_state, mesh, rules=None):
   return jax.tree.map(one, abstract_state, is_leaf=lambda x: isinstance(x, nnx.Variable))
 
 
+@contextlib.contextmanager
+def activation_sharding(mesh):
+  """Trace a model under this (inside ``jit``) to shard its activations over the batch axes only."""
+  with jax.sharding.use_abstract_mesh(mesh.abstract_mesh), nnx.logical_axis_rules(ACTIVATION_RULES):
+    yield
+
+
 def batch_sharding(mesh) -> NamedSharding:
   return NamedSharding(mesh, P(BATCH_AXES))
 
@@ -69,3 +111,21 @@ def global_batch(local_batch: dict, mesh) -> dict:
   """Host-local numpy batch (this process's rows) -> global jax.Arrays sharded over the batch axes."""
   sharding = batch_sharding(mesh)
   return {k: jax.make_array_from_process_local_data(sharding, np.asarray(v)) for k, v in local_batch.items()}
+
+
+_COLLECTIVE = re.compile(r'= (.*?) (all-gather|all-reduce|reduce-scatter|collective-permute|all-to-all)(?:-start)?\(')
+_ARRAY = re.compile(r'\b(pred|bf16|[suf]\d+)\[([\d,]*)\]')
+
+
+def hlo_collectives(hlo_text: str) -> list[tuple[str, str, int]]:
+  """(op, result shape, result bytes per device) of every collective in a compiled program's HLO text
+  (``compiled.as_text()``): what a sharding actually costs in communication."""
+  found = []
+  for line in hlo_text.splitlines():
+    match = _COLLECTIVE.search(line)
+    if match:
+      shape, op = match.groups()
+      size = sum((1 if dtype == 'pred' else 2 if dtype == 'bf16' else int(dtype[1:]) // 8)
+                 * int(np.prod([int(d) for d in dims.split(',') if d])) for dtype, dims in _ARRAY.findall(shape))
+      found.append((op, shape, size))
+  return found

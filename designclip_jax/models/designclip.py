@@ -31,12 +31,18 @@ class DesignCLIP(nnx.Module):
     """Embeddings and class logits for one batch.
 
     Returns dict(image (B, D), text (B, D), view (B, D) or None, class_logits (B, C) or None).
-    Image and view go through the vision tower as one batch of 2B.
+    Image and view go through the vision tower as one batch of 2B, interleaved (image i, view i, ...):
+    with the batch split in contiguous blocks over devices, every device then holds its own rows of both,
+    so no row moves between devices (concatenating [image, view] would shuffle them to and fro).
     """
     b = image.shape[0]
-    pixels = jnp.concatenate([image, view]) if with_view else image
+    pixels = jnp.stack([image, view], axis=1).reshape(2 * b, *image.shape[1:]) if with_view else image
     img_emb, img_tokens = self.clip.image_features(pixels)
+    view_emb = None
+    if with_view:  # (2B, ...) -> (B, 2, ...): [:, 0] the images, [:, 1] the views
+      pairs = img_emb.reshape(b, 2, -1)
+      img_emb, view_emb = pairs[:, 0], pairs[:, 1]
+      img_tokens = img_tokens.reshape(b, 2, *img_tokens.shape[1:])[:, 0]
     txt_emb, txt_tokens, txt_valid = self.clip.text_features(tokens)
-    logits = self.head(img_tokens[:b], txt_tokens, txt_valid, img_emb[:b]) if with_head else None
-    return {'image': img_emb[:b], 'view': img_emb[b:] if with_view else None, 'text': txt_emb,
-            'class_logits': logits}
+    logits = self.head(img_tokens, txt_tokens, txt_valid, img_emb) if with_head else None
+    return {'image': img_emb, 'view': view_emb, 'text': txt_emb, 'class_logits': logits}

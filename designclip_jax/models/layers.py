@@ -1,7 +1,8 @@
 """Transformer building blocks shared by the vision tower, the text tower and the fusion head.
 
-Every parameter carries logical axis names (``out_sharding`` metadata) such as ``('embed', 'mlp')``;
-``designclip_jax.sharding`` maps them onto mesh axes, so the modules never mention devices.
+Every parameter carries logical axis names (``out_sharding`` metadata) such as ``('embed', 'mlp')``, and
+activations mark their batch dim as 'batch' (``shard_batch``); ``designclip_jax.sharding`` maps both onto
+mesh axes, so the modules never mention devices.
 Attribute names mirror Hugging Face CLIP (``self_attn.q_proj``, ``mlp.fc1``, ``layer_norm1`` …) so
 the checkpoint converter is a table of renames, not a rewrite.
 """
@@ -13,7 +14,7 @@ from typing import Callable
 
 import jax
 import jax.numpy as jnp
-from flax import nnx
+from flax import linen, nnx
 
 Dtype = jnp.dtype
 
@@ -21,6 +22,12 @@ Dtype = jnp.dtype
 def param(rngs: nnx.Rngs, init: Callable, shape: tuple[int, ...], axes: tuple[str | None, ...]) -> nnx.Param:
   """A float32 parameter annotated with logical axes (sharding is applied later, by rule)."""
   return nnx.Param(init(rngs.params(), shape, jnp.float32), out_sharding=axes, eager_sharding=False)
+
+
+def shard_batch(x):
+  """Split x's leading dim over the logical 'batch' axis and keep its other dims whole, when traced under
+  ``sharding.activation_sharding``; a no-op otherwise (no logical rules: no mesh)."""
+  return linen.with_logical_constraint(x, ('batch',) + (None,) * (x.ndim - 1))
 
 
 def quick_gelu(x):
@@ -138,9 +145,11 @@ class Encoder(nnx.Module):
     self.remat = opts.remat
 
   def __call__(self, x, mask=None):
+    x = shard_batch(x)
     for layer in self.layers:
       if self.remat:
         x = nnx.remat(lambda lyr, h, m: lyr(h, m))(layer, x, mask)
       else:
         x = layer(x, mask)
+      x = shard_batch(x)  # every block boundary: what remat keeps, and where XLA could drift to width sharding
     return x

@@ -19,7 +19,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from designclip_jax.models.config import VisionConfig
-from designclip_jax.models.layers import BlockOptions, Dense, param
+from designclip_jax.models.layers import BlockOptions, Dense, param, shard_batch
 
 BN_EPS = 1e-5  # torch.nn.BatchNorm2d's default
 
@@ -166,11 +166,11 @@ class ModifiedResNet(nnx.Module):
     self.remat = opts.remat
 
   def __call__(self, pixels):
-    x = jax.nn.relu(self.bn1(self.conv1(pixels)))
+    x = jax.nn.relu(self.bn1(self.conv1(shard_batch(pixels))))
     x = jax.nn.relu(self.bn2(self.conv2(x)))
-    x = avg_pool(jax.nn.relu(self.bn3(self.conv3(x))), 2)
+    x = shard_batch(avg_pool(jax.nn.relu(self.bn3(self.conv3(x))), 2))
     for stage in range(self.num_stages):
       for block in getattr(self, f'layer{stage + 1}'):
-        x = nnx.remat(lambda blk, y: blk(y))(block, x) if self.remat else block(x)
-    tokens = self.attnpool(x)
+        x = shard_batch(nnx.remat(lambda blk, y: blk(y))(block, x) if self.remat else block(x))
+    tokens = shard_batch(self.attnpool(x))
     return tokens[:, 0].astype(jnp.float32), tokens

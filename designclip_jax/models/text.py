@@ -6,7 +6,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from designclip_jax.models.config import TextConfig
-from designclip_jax.models.layers import BlockOptions, Encoder, LayerNorm, param
+from designclip_jax.models.layers import BlockOptions, Encoder, LayerNorm, param, shard_batch
 
 LEGACY_EOS_TOKEN_ID = 2
 
@@ -49,7 +49,7 @@ class TextTransformer(nnx.Module):
   def __call__(self, input_ids):
     length = input_ids.shape[-1]
     causal = jnp.tril(jnp.ones((length, length), bool))[None, None]
-    tokens = self.final_layer_norm(self.encoder(self.embeddings(input_ids), causal))
+    tokens = shard_batch(self.final_layer_norm(self.encoder(self.embeddings(shard_batch(input_ids)), causal)))
     eos = eos_positions(input_ids, self.eos_token_id)
     pooled = jnp.take_along_axis(tokens, eos[:, None, None], axis=1)[:, 0]
     valid = jnp.arange(length)[None, :] <= eos[:, None]

@@ -6,7 +6,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from designclip_jax.models.config import VisionConfig
-from designclip_jax.models.layers import BlockOptions, Encoder, LayerNorm, param
+from designclip_jax.models.layers import BlockOptions, Encoder, LayerNorm, param, shard_batch
 
 
 class VisionEmbeddings(nnx.Module):
@@ -32,8 +32,8 @@ class VisionEmbeddings(nnx.Module):
     if (h // p) * (w // p) + 1 != self.num_positions or h % p or w % p:
       raise ValueError(f'pixels of shape {pixels.shape} do not match the model '
                        f'({self.num_positions - 1} patches of {p}x{p})')
-    patches = pixels.reshape(b, h // p, p, w // p, p, c).transpose(0, 1, 3, 2, 4, 5)
-    patches = patches.reshape(b, (h // p) * (w // p), p * p * c).astype(self.dtype)
+    patches = shard_batch(pixels).reshape(b, h // p, p, w // p, p, c).transpose(0, 1, 3, 2, 4, 5)
+    patches = shard_batch(patches.reshape(b, (h // p) * (w // p), p * p * c).astype(self.dtype))
     kernel = self.patch_embedding[...].reshape(p * p * c, -1).astype(self.dtype)
     tokens = patches @ kernel
     cls = jnp.broadcast_to(self.class_embedding[...].astype(self.dtype), (b, 1, tokens.shape[-1]))
@@ -51,5 +51,5 @@ class VisionTransformer(nnx.Module):
 
   def __call__(self, pixels):
     x = self.encoder(self.pre_layrnorm(self.embeddings(pixels)))
-    tokens = self.post_layernorm(x)
+    tokens = shard_batch(self.post_layernorm(x))
     return tokens[:, 0], tokens

@@ -57,7 +57,9 @@ def base_config() -> ml_collections.ConfigDict:
 
   c.mesh = ml_collections.ConfigDict()
   c.mesh.data = -1                 # -1: all devices not used by fsdp
-  c.mesh.fsdp = 1
+  c.mesh.fsdp = 1                  # >1: parameters and optimizer state split over this many devices (in a slice)
+  c.mesh.slices = 1                # TPU slices joined by the data-center network (or processes, where devices
+                                   # have no slice_index): only data parallelism crosses them
 
   c.eval = ml_collections.ConfigDict()
   c.eval.split = 'test'

@@ -170,7 +170,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
   tokenizer = spec.tokenizer()
 
   # ---- mesh, sharded state (shapes first, then allocation in place), jitted step
-  mesh = sharding.make_mesh(config.mesh.data, config.mesh.fsdp)
+  mesh = sharding.make_mesh(config.mesh.data, config.mesh.fsdp, slices=config.mesh.slices)
   micro = tc.micro_batches
   if micro < 1 or tc.global_batch % (mesh.size * micro) or tc.global_batch % jax.process_count():
     raise ValueError(f'train.global_batch={tc.global_batch} must be divisible by the {mesh.size} devices '

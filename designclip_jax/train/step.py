@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 import optax
 from flax import nnx
-from jax.sharding import PartitionSpec as P
+from jax.sharding import NamedSharding, PartitionSpec as P
 
 from designclip_jax import losses, sharding
 from designclip_jax.models.designclip import DesignCLIP
@@ -66,6 +66,8 @@ def global_contrastive_loss(a, b, ids, weights, logit_scale, mesh):
 
 def loss_terms(outputs, batch, logit_scale, lambdas, mesh):
   """Every enabled loss term (each already a mean over the global batch)."""
+  rows = NamedSharding(mesh, P(sharding.BATCH_AXES))  # loss inputs stay split by rows, as the towers left them
+  outputs = {k: None if v is None else jax.lax.with_sharding_constraint(v, rows) for k, v in outputs.items()}
   w = batch['weight'].astype(jnp.float32)
   w = losses.normalize_weights(w, jnp.sum(w), w.shape[0])  # mean 1 over the global batch
   terms = {}
@@ -193,11 +195,12 @@ def compile_step(abstract_model, abstract_opt, mesh, lambdas, micro_batches: int
   def pure_step(model_state, opt_state, batch):
     model = nnx.merge(model_graph, model_state)
     optimizer = nnx.merge(opt_graph, opt_state)
-    if micro_batches > 1:
-      metrics = accumulated_train_step(model, optimizer, batch, lambdas=lambdas, mesh=mesh,
-                                       micro_batches=micro_batches)
-    else:
-      metrics = train_step(model, optimizer, batch, lambdas=lambdas, mesh=mesh)
+    with sharding.activation_sharding(mesh):  # activations split by rows only: FSDP shards just the state
+      if micro_batches > 1:
+        metrics = accumulated_train_step(model, optimizer, batch, lambdas=lambdas, mesh=mesh,
+                                         micro_batches=micro_batches)
+      else:
+        metrics = train_step(model, optimizer, batch, lambdas=lambdas, mesh=mesh)
     return nnx.state(model), nnx.state(optimizer), metrics
 
   fn = jax.jit(pure_step, in_shardings=(model_sharding, opt_sharding, sharding.batch_sharding(mesh)),
@@ -205,10 +208,23 @@ def compile_step(abstract_model, abstract_opt, mesh, lambdas, micro_batches: int
   return CompiledStep(model_graph, opt_graph, model_sharding, opt_sharding, fn)
 
 
+def lower_step(make_model: Callable[[], DesignCLIP], tx, mesh, lambdas, batch_shapes: dict, micro_batches: int = 1):
+  """The jitted train step lowered from shapes alone (nothing allocated); ``.compile()`` then gives XLA's
+  memory and cost analysis of the real step on ``mesh`` (whose devices may be abstract)."""
+  abstract_model, abstract_opt = _abstract_state(make_model, tx)
+  step = compile_step(abstract_model, abstract_opt, mesh, lambdas, micro_batches)
+  rows = sharding.batch_sharding(mesh)
+  batch = {k: jax.ShapeDtypeStruct(v.shape, v.dtype, sharding=rows) for k, v in batch_shapes.items()}
+  return step.fn.lower(nnx.state(abstract_model), nnx.state(abstract_opt), batch)
+
+
+def _abstract_state(make_model, tx):
+  return nnx.eval_shape(make_model), nnx.eval_shape(lambda: nnx.Optimizer(make_model(), tx, wrt=nnx.Param))
+
+
 def init_state(make_model: Callable[[], DesignCLIP], tx, mesh):
   """Model and optimizer state created directly in their shardings (shapes from eval_shape first)."""
-  abstract_model = nnx.eval_shape(make_model)
-  abstract_opt = nnx.eval_shape(lambda: nnx.Optimizer(make_model(), tx, wrt=nnx.Param))
+  abstract_model, abstract_opt = _abstract_state(make_model, tx)
   model_sharding = sharding.state_shardings(nnx.state(abstract_model), mesh)
   opt_sharding = sharding.state_shardings(nnx.state(abstract_opt), mesh)
 

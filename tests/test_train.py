@@ -129,7 +129,7 @@ def test_two_processes_reach_the_parameters_of_one(synthetic_data, tmp_path):
   devices = jax.devices()[:4]
   original = sharding.make_mesh
   try:
-    loop.sharding.make_mesh = lambda data, fsdp: original(data, fsdp, devices=devices)
+    loop.sharding.make_mesh = lambda data, fsdp, **options: original(data, fsdp, devices=devices, **options)
     loop.train_and_evaluate(config, str(tmp_path / 'single'))
   finally:
     loop.sharding.make_mesh = original

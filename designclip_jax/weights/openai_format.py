@@ -116,10 +116,10 @@ def _read_torch_file(path: str, torch) -> tuple[dict, str | None]:
     pass
   else:
     names = {m.original_name for name, m in archive.named_modules() if name.endswith('mlp.gelu')}
-    if len(names) != 1 or not names <= _TORCH_ACTIVATIONS.keys():
+    if len(names) > 1 or not names <= _TORCH_ACTIVATIONS.keys():
       raise ValueError(f'{path}: TorchScript MLP activation modules {sorted(names)}; expected one of '
                        f'{sorted(_TORCH_ACTIVATIONS)} throughout')
-    return archive.state_dict(), _TORCH_ACTIVATIONS[names.pop()]
+    return archive.state_dict(), _TORCH_ACTIVATIONS[names.pop()] if names else None  # none: not a CLIP (_clean)
   try:
     state = torch.load(path, map_location='cpu', weights_only=True)
   except Exception as e:  # pickle, zip and torch errors alike: name the file

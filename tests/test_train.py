@@ -1,19 +1,25 @@
-"""End-to-end training on the synthetic set: learning, NaN stop, exact resume, multi-process parity."""
+"""End-to-end training on the synthetic set: learning, NaN stop, exact resume (also with other worker
+counts), preemption agreed by two processes, multi-process parity, gs:// work and data directories."""
 
+import json
 import os
 import signal
 import socket
 import subprocess
 import sys
+import time
 
 import jax
 import numpy as np
 import pytest
+from etils import epath
 from flax import nnx
+from fsspec.implementations.local import LocalFileSystem
 
 from designclip_jax import sharding
 from designclip_jax.train import loop
 from designclip_jax.weights import run_checkpoints
+from designclip_jax.weights.loader import load_model
 from designclip_jax.weights.model_spec import ModelSpec
 from tests.train_helpers import micro_config
 
@@ -91,7 +97,9 @@ def test_nan_stops_the_run_naming_the_step(synthetic_data, tmp_path, monkeypatch
   mngr.close()
 
 
-def test_preempted_and_resumed_run_equals_a_straight_run(synthetic_data, tmp_path, monkeypatch):
+def test_preempted_and_resumed_run_equals_a_straight_run(synthetic_data, tmp_path, monkeypatch, capsys):
+  """Resumed with another data.worker_count (the stream is a function of the step), from a checkpoint that
+  also holds a data-iterator state as older runs saved it (ignored): the same batches and parameters."""
   _, _, data_dir = synthetic_data
   straight = BatchRecorder(monkeypatch)
   loop.train_and_evaluate(micro_config(data_dir), str(tmp_path / 'straight'))
@@ -102,11 +110,19 @@ def test_preempted_and_resumed_run_equals_a_straight_run(synthetic_data, tmp_pat
       os.kill(os.getpid(), signal.SIGTERM)  # the handler sets a flag; the loop saves and stops
     return local
 
+  save = run_checkpoints.save
+  old_format_meta = {'data_iterator': {'workers_state': {'0': 'grain state'}, 'total_num_workers': 1}}
+  monkeypatch.setattr(run_checkpoints, 'save', lambda *a: save(*a[:-1], {**a[-1], **old_format_meta}))
   first = BatchRecorder(monkeypatch, preempt)
   result = loop.train_and_evaluate(micro_config(data_dir), str(tmp_path / 'resumed'))
-  assert result['step'] == 5
+  assert result['step'] == 5 and result['preempted']
+  monkeypatch.setattr(run_checkpoints, 'save', save)
+  capsys.readouterr()
   second = BatchRecorder(monkeypatch)
-  loop.train_and_evaluate(micro_config(data_dir), str(tmp_path / 'resumed'))
+  config = micro_config(data_dir)
+  config.data.worker_count = 1
+  assert not loop.train_and_evaluate(config, str(tmp_path / 'resumed'))['preempted']
+  assert f'resumed from step 5 ({tmp_path}/resumed/checkpoints/5)\n' in capsys.readouterr().out
   resumed_params, resumed_meta = _final_params(str(tmp_path / 'resumed'))
   assert resumed_meta['step'] == straight_meta['step'] == 8
   seen = first.seen + second.seen
@@ -225,3 +241,165 @@ def test_training_starts_from_a_checkpoint_and_keeps_a_frozen_tower(synthetic_da
   assert max(text_moved) > 0  # the text tower did train
   random_gap = np.median([np.max(np.abs(np.asarray(fresh[p]) - r)) for p, r in reference.items()])
   assert random_gap > 5 * bound  # so a tower left at its random init would fail the bound above
+
+
+def _train_cli(data_dir, workdir, *overrides):
+  return [sys.executable, '-m', 'designclip_jax.train', '--config', f'{ROOT}/tests/train_helpers.py:{data_dir}',
+          '--workdir', str(workdir), *overrides]
+
+
+def test_sigterm_on_one_of_two_processes_stops_both_at_one_saved_step(synthetic_data, tmp_path):
+  """srun or a TPU host may signal one process (and its Grain workers) only: both processes save the same
+  step, and both exit with the requeue status."""
+  _, _, data_dir = synthetic_data
+  workdir, port = tmp_path / 'run', _free_port()
+  env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=2', JAX_PLATFORMS='cpu')
+  logs = [tmp_path / f'process{i}.log' for i in range(2)]
+  procs = []
+  try:
+    for i in range(2):
+      with open(logs[i], 'w') as log:
+        procs.append(subprocess.Popen(
+            _train_cli(data_dir, workdir, '--config.train.steps=1000', '--config.train.checkpoint_every=2',
+                       '--config.data.worker_count=1', '--config.distributed.enabled=True',
+                       f'--config.distributed.coordinator_address=127.0.0.1:{port}',
+                       '--config.distributed.num_processes=2', f'--config.distributed.process_id={i}'),
+            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True))
+    deadline = time.monotonic() + 240
+    while not (workdir / 'checkpoints' / '2').is_dir():  # training is under way
+      assert time.monotonic() < deadline and all(p.poll() is None for p in procs), logs[0].read_text()[-3000:]
+      time.sleep(0.1)
+    os.killpg(procs[1].pid, signal.SIGTERM)  # process 1 and its Grain worker process
+    for p in procs:
+      p.wait(timeout=max(1, deadline - time.monotonic()))
+  finally:
+    for p in procs:
+      if p.poll() is None:
+        os.killpg(p.pid, signal.SIGKILL)
+  outputs = [log.read_text() for log in logs]
+  assert [p.returncode for p in procs] == [loop.PREEMPTED_EXIT_CODE] * 2, outputs[1][-3000:]
+  saved = [[int(line.split()[3].rstrip(';')) for line in out.splitlines() if line.startswith('preempted: saved step')]
+           for out in outputs]
+  mngr = run_checkpoints.manager(str(workdir), keep=None)
+  assert saved[0] == saved[1] == [mngr.latest_step()] and 2 < mngr.latest_step() < 1000, saved
+  mngr.close()
+
+
+class _FakeBucket(LocalFileSystem):
+  """fsspec's gcs protocol served from a local folder (epath reaches gs:// through fsspec when TensorFlow is
+  absent): what is written to gs://bucket/x lands in ``root``/bucket/x."""
+  root = ''
+
+  def __init__(self, *args, finalize_on_close=True, **kwargs):
+    del finalize_on_close  # an option of the real gcsfs
+    super().__init__(*args, **kwargs)
+
+  @classmethod
+  def _strip_protocol(cls, path):
+    path = os.fspath(path)
+    return os.path.join(cls.root, path[len('gs://'):]) if path.startswith('gs://') else super()._strip_protocol(path)
+
+
+@pytest.fixture
+def fake_bucket(tmp_path, monkeypatch):
+  """gs:// mapped to tmp_path/bucket-root for epath, tensorboardX and Orbax; yields (root, Orbax's directories)."""
+  import importlib
+  import orbax.checkpoint as ocp
+  from etils.epath import backend
+  from tensorboardX import record_writer
+  root = tmp_path / 'bucket-root'
+  root.mkdir()
+  monkeypatch.setattr(_FakeBucket, 'root', str(root))
+  monkeypatch.setitem(importlib.import_module('fsspec.registry')._registry, 'gcs', _FakeBucket)
+  type(backend.fsspec_backend)._get_filesystem.cache_clear()
+
+  class TensorBoardToBucket:  # tensorboardX writes gs:// through google-cloud-storage; here through epath
+    open = staticmethod(lambda path: epath.Path(path).open('wb'))
+    directory_check = staticmethod(lambda path: epath.Path(path).mkdir(parents=True, exist_ok=True))
+
+  monkeypatch.setitem(record_writer.REGISTERED_FACTORIES, 'gs', TensorBoardToBucket())
+  orbax_dirs, real_manager = [], ocp.CheckpointManager
+
+  def manager(directory, *args, **kwargs):  # Orbax writes arrays to gs:// with TensorStore's own GCS driver
+    orbax_dirs.append(str(directory))
+    return real_manager(root / str(directory)[len('gs://'):], *args, **kwargs)
+
+  monkeypatch.setattr(run_checkpoints.ocp, 'CheckpointManager', manager)
+  monkeypatch.chdir(tmp_path)
+  yield root, orbax_dirs
+  type(backend.fsspec_backend)._get_filesystem.cache_clear()
+  _FakeBucket.clear_instance_cache()
+
+
+def test_a_gs_workdir_reaches_every_writer_unchanged(synthetic_data, fake_bucket, tmp_path):
+  """model.json, config.json, metrics.jsonl (rewritten whole on resume: objects cannot be appended to),
+  TensorBoard, checkpoints and the eval JSON all land in the bucket; nothing in a local ./gs:/ folder."""
+  _, _, data_dir = synthetic_data
+  root, orbax_dirs = fake_bucket
+  loop.train_and_evaluate(micro_config(data_dir, steps=2, checkpoint_every=2), 'gs://bucket/run')
+  config = micro_config(data_dir, steps=3, checkpoint_every=2)
+  config.eval.tasks = ('zero_shot',)
+  result = loop.train_and_evaluate(config, 'gs://bucket/run')
+  assert orbax_dirs == ['gs://bucket/run/checkpoints'] * 2
+  run = root / 'bucket' / 'run'
+  assert ModelSpec.load('gs://bucket/run') == ModelSpec.load(str(run))
+  assert json.loads((run / 'config.json').read_text())['train']['steps'] == 3
+  assert [r['step'] for r in map(json.loads, (run / 'metrics.jsonl').read_text().splitlines())] == [1, 2, 3]
+  assert json.loads((run / 'eval_test.json').read_text())['top1'] == result['top1']
+  assert [f.stat().st_size > 0 for f in (run / 'tensorboard').iterdir()] == [True, True]  # one file per run
+  assert sorted(os.listdir(run / 'checkpoints')) == ['2', '3']
+  clip, _, _ = load_model('gs://bucket/run')  # eval's loader finds the workdir in the bucket
+  trained, _ = _final_params(str(run))
+  jax.tree.map(np.testing.assert_array_equal, jax.device_get(nnx.to_pure_dict(nnx.state(clip))), trained['clip'])
+  assert not (tmp_path / 'gs:').exists()
+
+
+def test_a_gs_data_dir_is_read_through_epath(synthetic_data, fake_bucket):
+  """Up to the records themselves (ArrayRecord reads gs:// with its own GCS client): data set directory,
+  class table, record index, tokenizer (copied locally for transformers) and the TFDS metadata."""
+  import tensorflow_datasets as tfds
+  from designclip_jax.data import pipeline
+  from designclip_jax.data.tokenizer import Tokenizer
+  from designclip_jax.weights.model_spec import spec_from_config
+  _, _, data_dir = synthetic_data
+  root, _ = fake_bucket
+  (root / 'bucket').mkdir()
+  os.symlink(data_dir, root / 'bucket' / 'data')
+  url = 'gs://bucket/data'
+  assert pipeline.dataset_dir(url) == url + pipeline.dataset_dir(data_dir)[len(data_dir):]
+  assert pipeline.class_table(url) == pipeline.class_table(data_dir)
+  np.testing.assert_array_equal(pipeline.record_index(url, 'train').label, pipeline.record_index(data_dir, 'train').label)
+  captions = ['a chair with four legs', 'a lamp']
+  np.testing.assert_array_equal(Tokenizer.from_pretrained(pipeline.tokenizer_dir(url), 32)(captions),
+                                Tokenizer.from_pretrained(pipeline.tokenizer_dir(data_dir), 32)(captions))
+  info = tfds.builder_from_directory(pipeline.dataset_dir(url)).info
+  assert info.splits['train'].num_examples == tfds.builder_from_directory(pipeline.dataset_dir(data_dir)).info.splits['train'].num_examples
+  spec = spec_from_config(micro_config(url).model, 33, pipeline.tokenizer_dir(url))
+  assert spec.tokenizer_dir == url + '/tokenizer'
+
+
+def test_a_grain_worker_that_receives_sigterm_keeps_serving_batches(synthetic_data):
+  """srun signals every process, Grain's workers too: a worker killed by SIGTERM crashed the train loop
+  before its preemption checkpoint. Workers leave the signal to the main process (which saves, then stops
+  them) and go on serving the same batches as a worker-free pipeline."""
+  import itertools
+  import multiprocessing
+  from designclip_jax.data import pipeline
+  from designclip_jax.data.tokenizer import Tokenizer
+  _, _, data_dir = synthetic_data
+  tokenizer = Tokenizer.from_pretrained(pipeline.tokenizer_dir(data_dir), 32)
+  opts = lambda workers: pipeline.TrainOptions(image_size=32, global_batch=4, worker_count=workers)
+  expected = list(itertools.islice(pipeline.train_dataset(data_dir, opts(0), tokenizer), 12))
+  before = set(multiprocessing.active_children())
+  iterator = iter(pipeline.train_dataset(data_dir, opts(1), tokenizer))
+  got = [next(iterator)]
+  workers = set(multiprocessing.active_children()) - before
+  assert workers
+  for worker in workers:
+    os.kill(worker.pid, signal.SIGTERM)
+  time.sleep(1)
+  got += list(itertools.islice(iterator, 11))
+  iterator.close()
+  for a, b in zip(got, expected, strict=True):
+    for key in b:
+      np.testing.assert_array_equal(a[key], b[key])

@@ -19,3 +19,8 @@ def micro_config(data_dir, **train):
   c.eval.tasks = ()
   c.eval.batch_size = 32
   return c
+
+
+def get_config(data_dir):
+  """For the CLI: --config tests/train_helpers.py:DATA_DIR (then --config.x=y overrides as usual)."""
+  return micro_config(data_dir)

@@ -8,6 +8,7 @@ transformers' CLIPTokenizer does (the text tower pools at the first EOS).
 from __future__ import annotations
 
 import os
+import tempfile
 from typing import Iterable, Sequence
 
 import numpy as np
@@ -24,6 +25,13 @@ class Tokenizer:
   @classmethod
   def from_pretrained(cls, path: str, context_length: int = 77) -> 'Tokenizer':
     from transformers import AutoTokenizer  # pylint: disable=import-outside-toplevel
+    if '://' in path:  # transformers reads local folders only: load a bucket's (gs://…) files from a copy
+      from etils import epath  # pylint: disable=import-outside-toplevel
+      with tempfile.TemporaryDirectory() as local:
+        for f in epath.Path(path).iterdir():
+          with open(os.path.join(local, f.name), 'wb') as out:
+            out.write(f.read_bytes())
+        return cls.from_pretrained(local, context_length)
     if not os.path.isdir(path):
       raise FileNotFoundError(f'tokenizer directory {path!r} does not exist')
     try:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 
 import jax
+from etils import epath
 from flax import nnx
 
 from designclip_jax import sharding
@@ -23,7 +24,7 @@ class ModelSourceError(ValueError):
 def load_model(path: str) -> tuple[CLIP, Tokenizer, str]:
   """(clip model, tokenizer, pixel normalization) from a training workdir (newest checkpoint), an HF
   CLIP directory or an OpenAI-format checkpoint (tokenizer files beside it)."""
-  if os.path.isfile(os.path.join(path, SPEC_FILE)):
+  if epath.Path(path, SPEC_FILE).is_file():  # a workdir may be a gs:// URL
     spec = ModelSpec.load(path)
     mngr = run_checkpoints.manager(path, keep=None)
     if mngr.latest_step() is None:

@@ -11,6 +11,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from designclip_jax.weights import hf_format
+from designclip_jax.weights.run_checkpoints import absolute
 from designclip_jax.data.tokenizer import Tokenizer
 from designclip_jax.models import CLIP, CLIPConfig, TextConfig, VisionConfig, preset
 from designclip_jax.models.designclip import DesignCLIP
@@ -43,15 +44,14 @@ class ModelSpec:
                       fusion_layers=self.fusion_layers, fusion_heads=self.fusion_heads, dtype=dtype,
                       rngs=nnx.Rngs(seed + 1))
 
-  def save(self, workdir: str) -> None:
-    os.makedirs(workdir, exist_ok=True)
-    with open(os.path.join(workdir, SPEC_FILE), 'w') as f:
-      json.dump(dataclasses.asdict(self), f, indent=1)
+  def save(self, workdir) -> None:
+    workdir = absolute(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    (workdir / SPEC_FILE).write_text(json.dumps(dataclasses.asdict(self), indent=1))
 
   @classmethod
-  def load(cls, workdir: str) -> 'ModelSpec':
-    with open(os.path.join(workdir, SPEC_FILE)) as f:
-      raw = json.load(f)
+  def load(cls, workdir) -> 'ModelSpec':
+    raw = json.loads((absolute(workdir) / SPEC_FILE).read_text())
     c = raw.pop('clip')
     clip = CLIPConfig(vision=VisionConfig(**c.pop('vision')), text=TextConfig(**c.pop('text')), **c)
     return cls(clip=clip, **raw)
@@ -68,9 +68,9 @@ def spec_from_config(model_cfg, num_classes: int, data_tokenizer_dir: str) -> Mo
     clip = preset(model_cfg.preset, **dict(model_cfg.overrides)).replace(
         text_vocab_size=tokenizer.vocab_size, text_eos_token_id=tokenizer.eos_token_id)
     tokenizer_dir = data_tokenizer_dir
-  return ModelSpec(clip=clip, num_classes=num_classes, tokenizer_dir=os.path.abspath(tokenizer_dir),
+  return ModelSpec(clip=clip, num_classes=num_classes, tokenizer_dir=str(absolute(tokenizer_dir)),
                    head=model_cfg.head, fusion_width=model_cfg.fusion_width, fusion_layers=model_cfg.fusion_layers,
                    fusion_heads=model_cfg.fusion_heads, dtype=model_cfg.dtype, remat=model_cfg.remat,
-                   pretrained=os.path.abspath(model_cfg.init) if model_cfg.init else '',
+                   pretrained=str(absolute(model_cfg.init)) if model_cfg.init else '',
                    pixel_normalization=model_cfg.pixel_normalization,
                    batchnorm=model_cfg.batchnorm)

@@ -1,18 +1,28 @@
 """Orbax checkpoints of everything a run needs to continue exactly: model, optimizer (with its step
-count), data-iterator position and the train step. Every process calls save/restore on the same
-absolute path."""
+count) and the train step (the data stream is a function of the step). Every process calls
+save/restore on the same absolute path, local or a bucket URL (gs://…)."""
 
 from __future__ import annotations
 
-import os
-
 import jax
 import orbax.checkpoint as ocp
+from etils import epath
 
 
-def manager(workdir: str, keep: int) -> ocp.CheckpointManager:
-  return ocp.CheckpointManager(os.path.abspath(os.path.join(workdir, 'checkpoints')),
+def absolute(path) -> epath.Path:
+  """``path`` as an epath: a local one made absolute (every process must name the same directory), a URL
+  such as gs://bucket/run kept as given (os.path.abspath would turn it into a local ./gs:/bucket/run)."""
+  path = epath.Path(path)
+  return path if '://' in str(path) else path.absolute()
+
+
+def manager(workdir, keep: int) -> ocp.CheckpointManager:
+  return ocp.CheckpointManager(absolute(workdir) / 'checkpoints',
                                options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True))
+
+
+def step_dir(mngr: ocp.CheckpointManager, step: int) -> epath.Path:
+  return epath.Path(mngr.directory) / str(step)
 
 
 def save(mngr: ocp.CheckpointManager, step: int, model_state, opt_state, meta: dict) -> None:
@@ -27,7 +37,8 @@ def _abstract(state, shardings):
 
 def restore(mngr: ocp.CheckpointManager, step: int, model_state, model_sharding, opt_state=None,
             opt_sharding=None):
-  """Restore into the given shardings; ``opt_state=None`` restores the model only (for evaluation)."""
+  """Restore into the given shardings; ``opt_state=None`` restores the model only (for evaluation).
+  ``meta`` is returned as saved (older runs also stored a data-iterator state there; it is not used)."""
   items = {'model': ocp.args.StandardRestore(_abstract(model_state, model_sharding)),
            'meta': ocp.args.JsonRestore()}
   if opt_state is not None:

@@ -64,14 +64,17 @@ def _embed(clip, method: str, n: int, prepare_rows: Callable[[range], np.ndarray
            desc: str, progress: bool) -> np.ndarray:
   """(n, D) float32 embeddings; ``prepare_rows(indices)`` gives the model inputs of those items."""
   from tqdm import tqdm  # pylint: disable=import-outside-toplevel
+  if n == 0:
+    raise ValueError(f'{desc}: nothing to embed')
   graphdef, state = nnx.split(place_on_devices(clip))
   mesh = _mesh_of(state)
   fn = _tower(graphdef, method)
   rows_sharding = NamedSharding(mesh, P(mesh.axis_names))  # the batch over every mesh axis
   global_batch = -(-batch_size // mesh.size) * mesh.size
   local = global_batch // jax.process_count()
-  first = jax.process_index() * local
-  example = prepare_rows(range(min(1, n)))  # shape and dtype of one item, for padding empty shares
+  # this process's rows of each global batch: where the sharding puts its devices (not assumed from its index)
+  first = min(index[0].start or 0 for index in rows_sharding.addressable_devices_indices_map((global_batch,)).values())
+  example = prepare_rows(range(1))  # shape and dtype of one item, for padding
   outputs = []
   bar = tqdm(total=n, desc=desc, unit='item', leave=False, disable=not progress or jax.process_index() > 0)
   for b0 in range(0, n, global_batch):
@@ -82,8 +85,6 @@ def _embed(clip, method: str, n: int, prepare_rows: Callable[[range], np.ndarray
     outputs.append(fn(state, jax.make_array_from_process_local_data(rows_sharding, x)))
     bar.update(min(global_batch, n - b0))
   bar.close()
-  if not outputs:
-    return np.zeros((0, 0), np.float32)
   if jax.process_count() > 1:
     outputs = multihost_utils.process_allgather(outputs, tiled=True)
   return np.concatenate([np.asarray(o, np.float32) for o in outputs])[:n]

@@ -1,5 +1,6 @@
 """Grain training-pipeline throughput on this machine: examples/s and images/s (2 drawings per example)
-for worker counts 0 and 2 and model image sizes 64 and 224.
+for worker counts 0 and 2 and model image sizes 64 and 224, and examples per CPU-second (user + system
+over the process and its workers: the per-core rate, whatever else the machine runs).
 
     python bench/pipeline_throughput.py [--data DATA_DIR] [--batches 30]
 
@@ -8,6 +9,8 @@ Without --data it uses (and if needed builds) the embedded synthetic set of conf
 
 import argparse
 import time
+
+import psutil
 
 from absl import flags
 
@@ -37,18 +40,30 @@ def main():
       it = iter(pipeline.train_dataset(data_dir, opts, tokenizer))
       for _ in range(3):  # warm-up: worker start, first reads
         next(it)
-      start = time.perf_counter()
+      cpu_start, start = _tree_cpu(), time.perf_counter()
       for _ in range(args.batches):
         next(it)
-      elapsed = time.perf_counter() - start
-      examples = args.batches * args.batch_size / elapsed
-      rows.append((size, workers, examples, 2 * examples))
+      elapsed, cpu = time.perf_counter() - start, _tree_cpu() - cpu_start
+      examples = args.batches * args.batch_size
+      rows.append((size, workers, examples / elapsed, 2 * examples / elapsed, examples / cpu))
       del it
   print(f'data: {data_dir}\n')
-  print('| image size | workers | examples/s | images/s |')
-  print('|---|---|---|---|')
-  for size, workers, ex, im in rows:
-    print(f'| {size} | {workers} | {ex:.0f} | {im:.0f} |')
+  print('| image size | workers | examples/s | images/s | examples per CPU-s |')
+  print('|---|---|---|---|---|')
+  for size, workers, ex, im, per_cpu in rows:
+    print(f'| {size} | {workers} | {ex:.0f} | {im:.0f} | {per_cpu:.0f} |')
+
+
+def _tree_cpu() -> float:
+  """User + system seconds of this process and its live workers."""
+  total = 0.0
+  for p in [psutil.Process()] + psutil.Process().children(recursive=True):
+    try:
+      t = p.cpu_times()
+      total += t.user + t.system
+    except psutil.NoSuchProcess:
+      pass
+  return total
 
 
 if __name__ == '__main__':

@@ -35,3 +35,24 @@ def test_two_processes_give_the_scores_of_one(synthetic_data, tmp_path):
   for k in ('query', 'gallery'):
     np.testing.assert_allclose(emb_two[k], emb_one[k], atol=1e-5)
     np.testing.assert_array_equal(emb_two[f'{k}_labels'], emb_one[f'{k}_labels'])
+
+
+@pytest.mark.slow
+def test_training_evaluates_on_every_process(synthetic_data, tmp_path):
+  """Periodic and final evaluation inside a 2-process training run (each process embedding its share on
+  the training mesh) give the scores the eval CLI gets from the saved checkpoint in one process."""
+  from tests.eval_multihost_worker import FINAL_TASKS
+  _, _, data_dir = synthetic_data
+  workdir = str(tmp_path / 'run')
+  port = str(free_port())
+  outputs = run_workers([[WORKER, port, str(i), '--train', data_dir, workdir] for i in range(2)])
+  assert 'done 0 4' in outputs[0] and 'done 1 4' in outputs[1]
+  logged = [json.loads(line) for line in (tmp_path / 'run' / 'metrics.jsonl').read_text().splitlines()]
+  assert any('val/top1' in entry for entry in logged)  # the periodic evaluation ran
+  final = json.loads((tmp_path / 'run' / 'eval_test.json').read_text())
+
+  main(['--checkpoint', workdir, '--data', data_dir, '--task', *FINAL_TASKS, '--output', str(tmp_path / 'cli.json')])
+  cli = json.loads((tmp_path / 'cli.json').read_text())
+  assert {'top1', 'mAP', 't2i_R@5'} <= set(final)
+  for k, v in cli.items():
+    assert final[k] == pytest.approx(v, abs=1e-6), k

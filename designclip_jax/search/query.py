@@ -76,8 +76,9 @@ class Searcher:
     drawings: the same crop, label removal, padding and resize, at the index's sheet size."""
     try:
       gray = image_ops.load_gray(data)
-    except (UnidentifiedImageError, OSError, ValueError) as e:
-      raise SearchError(f'query image {name}: cannot be decoded as a TIFF, PNG or JPEG drawing ({e})') from None
+    except (UnidentifiedImageError, OSError, ValueError) as e:  # PIL's 'cannot identify' names no file: drop it
+      detail = '' if isinstance(e, UnidentifiedImageError) else f' ({e})'
+      raise SearchError(f'query image {name}: cannot be decoded as a TIFF, PNG or JPEG drawing{detail}') from None
     return image_ops.encode_png(image_ops.preprocess_sheet(gray, self.index.manifest.sheet_size))
 
   def encode(self, sheets: list[bytes] = (), text: str | None = None) -> np.ndarray:

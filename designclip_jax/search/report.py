@@ -62,6 +62,8 @@ def render(*, title: str, hits=(), thumbnails=(), query_sheets=(), text: str = '
     parts.append(_form(text, class_code, top, target))
   if error:
     parts.append(f'<div class="error" id="error">{html.escape(error)}</div>')
+  if error:  # the query was not run: no query or result section
+    query_sheets, text, hits = (), '', ()
   if query_sheets or text:
     described = [f'words: “{html.escape(text)}”' if text else '', f'class {html.escape(class_code)}' if class_code else '',
                  f'matching {html.escape(target)}']

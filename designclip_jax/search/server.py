@@ -59,6 +59,7 @@ def create_app(searcher):
 
 def check_port_free(host: str, port: int) -> None:
   with socket.socket(socket.AF_INET6 if ':' in host else socket.AF_INET, socket.SOCK_STREAM) as s:
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds: TIME_WAIT is no conflict
     try:
       s.bind((host, port))
     except OSError as e:

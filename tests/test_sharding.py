@@ -167,8 +167,10 @@ def test_fsdp_shards_state_not_activations():
   data_state = data_mem.argument_size_in_bytes - batch_bytes
   fsdp_state = fsdp_mem.argument_size_in_bytes - batch_bytes
   assert data_state / fsdp_state > 6.5, (data_state, fsdp_state)
-  assert fsdp_mem.temp_size_in_bytes <= data_mem.temp_size_in_bytes, (fsdp_mem.temp_size_in_bytes,
-                                                                        data_mem.temp_size_in_bytes)
+  # both hold the same activations (8 rows per device); what differs is gathered weights against whole
+  # gradients, within 1% here (constraints missing: fsdp=8 needed 3x the temporaries of data=8)
+  assert fsdp_mem.temp_size_in_bytes <= 1.02 * data_mem.temp_size_in_bytes, (fsdp_mem.temp_size_in_bytes,
+                                                                               data_mem.temp_size_in_bytes)
   gathered = [shape for op, shape, _ in fsdp_collectives if op == 'all-gather']
   assert gathered, 'fsdp=8 gathered no weights'
   assert not [s for s in gathered if re.search(r'\[\d+,32,32,3\]', s)], 'pixels were all-gathered'

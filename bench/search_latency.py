@@ -5,6 +5,8 @@ unit vectors (D = 512, stored float16 as the index stores them), k = 100 rows pe
     python bench/search_latency.py                    # 100k and 1M rows, both methods, 1 and 16 queries
     python bench/search_latency.py --sizes 100000     # one size
     python bench/search_latency.py --one jax 100000   # one measurement in this process (used internally)
+    python bench/search_latency.py --tpu-compile v5e:2x2  # compile the 1M-row search for a TPU slice, no TPU
+                                                         # needed (libtpu: the [aot] extra); per-chip memory
 
 Each (method, size) runs in its own process. 'resident' is the process's resident memory once the
 index is in place (JAX's index lives in host memory on a CPU); the peak is then reset
@@ -87,11 +89,43 @@ def run_one(method: str, n: int) -> dict:
   return result
 
 
+def tpu_compile(topology: str, n: int = 1_000_000, queries: int = 16) -> None:
+  """Ahead-of-time compile of the sharded search (approx_max_k and exact top_k) for a TPU topology."""
+  os.environ.setdefault('TPU_SKIP_MDS_QUERY', '1')
+  import jax  # pylint: disable=import-outside-toplevel
+  import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
+  from jax.experimental import topologies  # pylint: disable=import-outside-toplevel
+  from jax.sharding import NamedSharding, PartitionSpec as P  # pylint: disable=import-outside-toplevel
+  from designclip_jax import sharding  # pylint: disable=import-outside-toplevel
+  from designclip_jax.search import topk  # pylint: disable=import-outside-toplevel
+  devices = topologies.get_topology_desc(platform='tpu', topology_name=topology).devices
+  mesh = sharding.make_mesh(-1, 1, devices=devices)
+  chunk = topk.DEFAULT_CHUNK
+  rows = -(-n // (len(devices) * chunk)) * chunk * len(devices)
+  spec = lambda shape, dtype, *axes: jax.ShapeDtypeStruct(shape, dtype, sharding=NamedSharding(mesh, P(*axes)))
+  args = (spec((queries, DIM), jnp.float32), spec((rows, DIM), jnp.float16, topk.ROW_AXIS, None),
+          spec((rows,), jnp.int32, topk.ROW_AXIS), spec((rows,), jnp.int32, topk.ROW_AXIS), spec((8,), jnp.bool_),
+          spec((), jnp.int32))
+  print(f'{topology} ({len(devices)} chips), {n:,} rows float16, {queries} queries, top {K}; per chip:')
+  print('| method | arguments (MiB) | temporaries (MiB) | top-k op in the HLO |')
+  print('|---|---|---|---|')
+  for method in ('approx', 'exact'):
+    compiled = topk._search_fn(mesh, K, chunk, method, n).lower(*args).compile()  # pylint: disable=protected-access
+    m, hlo = compiled.memory_analysis(), compiled.as_text()
+    op = ('PartialReduce (TPU approx top-k)' if '"PartialReduce"' in hlo else
+          'TopK' if 'TopK' in hlo else 'sort')
+    print(f'| {method} | {m.argument_size_in_bytes / 2**20:.1f} | {m.temp_size_in_bytes / 2**20:.1f} | {op} |')
+
+
 def main():
   parser = argparse.ArgumentParser()
   parser.add_argument('--sizes', type=int, nargs='+', default=[100_000, 1_000_000])
   parser.add_argument('--one', nargs=2, metavar=('METHOD', 'ROWS'))
+  parser.add_argument('--tpu-compile', metavar='TOPOLOGY')
   args = parser.parse_args()
+  if args.tpu_compile:
+    tpu_compile(args.tpu_compile)
+    return
   if args.one:
     print(json.dumps(run_one(args.one[0], int(args.one[1]))))
     return

@@ -27,7 +27,7 @@ def _parser() -> argparse.ArgumentParser:
   p.add_argument('--split', nargs='+', choices=SPLITS, help='splits to index (default: every split present)')
   p.add_argument('--dtype', default='float16', choices=('float16', 'float32'), help='stored embedding dtype')
   p.add_argument('--batch-size', type=int, default=128)
-  p.add_argument('--records-per-shard', type=int, default=256, help='patents per shard (the unit of resume)')
+  p.add_argument('--records-per-shard', type=int, default=256, help='patents per shard, the unit of resume (a new index only: an existing one keeps its own)')
 
   def common(p):
     p.add_argument('--index', required=True)
@@ -62,10 +62,11 @@ def _read(path: str) -> tuple[str, bytes]:
 def _query(args) -> None:
   from designclip_jax.search import report  # pylint: disable=import-outside-toplevel
   from designclip_jax.search.index import SearchError  # pylint: disable=import-outside-toplevel
-  from designclip_jax.search.query import Searcher, parse_class  # pylint: disable=import-outside-toplevel
+  from designclip_jax.search.query import Searcher, check_top, parse_class  # pylint: disable=import-outside-toplevel
   if not args.image and not args.text:
     raise SearchError('give query drawings (--image) and/or words (--text)')
-  parse_class(args.class_code)  # a bad class fails before the model loads
+  check_top(args.top)  # bad options fail before the model loads
+  parse_class(args.class_code)
   images = [_read(p) for p in args.image]
   searcher = Searcher(args.index, args.checkpoint)
   sheets, hits = searcher.search(images, args.text, top=args.top, class_code=args.class_code, target=args.target)

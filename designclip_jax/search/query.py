@@ -34,6 +34,11 @@ def parse_class(text: str | None) -> int:
   return CLASS_CODES.index(code)
 
 
+def check_top(top: int) -> None:
+  if top < 1:
+    raise SearchError(f'--top must be at least 1, got {top}')
+
+
 @dataclasses.dataclass(frozen=True)
 class Hit:
   patent_id: str
@@ -59,8 +64,8 @@ class Searcher:
     self.index = index_lib.load(index_dir)
     manifest = self.index.manifest
     source = checkpoint or manifest.model['source']
-    if not os.path.exists(source):
-      raise SearchError(f'the model that built index {index_dir} ({source}) is not there; pass --checkpoint')
+    if checkpoint is None and not os.path.exists(source):
+      raise SearchError(f'the model that built index {index_dir} ({source}) is no longer there; pass --checkpoint')
     self.clip, self.tokenizer, self.normalization = load_model(source)
     index_lib.check_same_model(manifest.model, index_lib.model_identity(source, self.clip, self.tokenizer,
                                                                           self.normalization), index_dir)
@@ -102,8 +107,7 @@ class Searcher:
     """The ``top`` best patents for a unit query vector, each with its best matching row."""
     if target not in TARGETS:
       raise SearchError(f'target {target!r} is not one of {sorted(TARGETS)}')
-    if top < 1:
-      raise SearchError(f'--top must be at least 1, got {top}')
+    check_top(top)
     kinds = tuple(KINDS.index(k) for k in TARGETS[target])
     class_id = parse_class(class_code)
     meta = self.index.meta

@@ -158,6 +158,8 @@ def _requested_splits(data_dir: str, splits) -> list[str]:
       present.append(s)
     except ValueError:
       continue
+  if not present:
+    raise SearchError(f'{data_dir} holds none of the splits {SPLITS}')
   return present
 
 

@@ -19,11 +19,11 @@ from designclip_jax import aot
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 needs_libtpu = pytest.mark.skipif(importlib.util.find_spec('libtpu') is None,
                                   reason="libtpu is not installed (pip install -e '.[aot]')")
-# one-layer tiny towers: the TPU compile of the full step (3 losses, fusion head, AdamW) takes ~40 s of CPU
-SMALL = ['--config.model.overrides.vision_layers=1', '--config.model.overrides.text_layers=1']
 
 
 def tiny_config(**mesh) -> ConfigDict:
+  """configs/synthetic_tiny.py with one layer per tower: the TPU compile of the whole step (3 losses, fusion
+  head, AdamW) still takes ~40 s of CPU."""
   spec = importlib.util.spec_from_file_location('synthetic_tiny', ROOT / 'configs' / 'synthetic_tiny.py')
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
@@ -39,14 +39,17 @@ def _bytes(tree) -> int:
   return sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(tree) if hasattr(x, 'size'))
 
 
-def _matmul_flops(clip, n: int) -> float:
-  """Forward + backward (3x forward) matmul FLOPs of both towers for n examples (two images each)."""
-  v, t = clip.vision, clip.text
+def _matmul_flops(spec, n: int) -> float:
+  """Forward + backward (3x forward) matmul FLOPs of both towers (two images per example) and the fusion
+  head over [CLS, image tokens, text tokens], for n examples."""
+  v, t, w = spec.clip.vision, spec.clip.text, spec.fusion_width
   patches = (v.image_size // v.patch_size) ** 2
   per_layer = lambda tokens, width, mlp: tokens * (2 * (4 * width * width + 2 * width * mlp) + 4 * tokens * width)
   vision = 2 * (v.layers * per_layer(patches + 1, v.width, v.mlp_dim) + 2 * patches * v.patch_size ** 2 * 3 * v.width)
   text = t.layers * per_layer(t.context_length, t.width, t.mlp_dim)
-  return 3.0 * n * (vision + text)
+  head = (2 * ((patches + 1) * v.width + t.context_length * t.width) * w
+          + spec.fusion_layers * per_layer(2 + patches + t.context_length, w, 4 * w))
+  return 3.0 * n * (vision + text + head)
 
 
 @needs_libtpu
@@ -70,12 +73,12 @@ def test_tpu_compile_shards_state_and_reports():
   assert b['temporaries'] > 0 and b['total'] == b['arguments'] + b['temporaries'] + b['outputs']
   assert report.fits and report.hbm_bytes_per_chip == 16 * 2 ** 30 and report.chips == 4
   assert report.mesh == {'data': 2, 'fsdp': 2}
-  expected = _matmul_flops(spec.clip, 16)
-  assert 0.9 * expected <= report.flops_per_step <= 1.5 * expected
+  expected = _matmul_flops(spec, 16)  # XLA also counts norms, softmax, losses and AdamW
+  assert expected <= report.flops_per_step <= 1.3 * expected
   assert report.flops_per_step == pytest.approx(4 * report.flops_per_chip)
   roof = report.roofline
-  assert roof['step_seconds'] == pytest.approx(max(report.flops_per_chip / 197e12,
-                                                   report.bytes_accessed_per_chip / 819e9))
+  assert roof['step_seconds'] == pytest.approx(report.flops_per_chip / 197e12)
+  assert roof['hbm_traffic_seconds'] == pytest.approx(report.bytes_accessed_per_chip / 819e9)
   assert roof['core_hours'] == pytest.approx(roof['step_seconds'] * config.train.steps * 4 / 3600)
   # parameters are all-gathered over fsdp only; the contrastive loss gathers embeddings over both axes
   assert {c['axes'] for c in report.collectives if c['op'] == 'all-gather'} >= {'fsdp', 'data+fsdp'}
@@ -91,7 +94,7 @@ def test_cli_oversized_batch_exits_with_advice(tmp_path):
   out = tmp_path / 'report.json'
   done = subprocess.run(
       [sys.executable, '-m', 'designclip_jax.aot', '--config', str(ROOT / 'configs' / 'synthetic_tiny.py'),
-       '--topology', 'cpu', '--config.train.global_batch=65536', '--config.mesh.fsdp=2', *SMALL,
+       '--topology', 'cpu', '--config.train.global_batch=65536', '--config.mesh.fsdp=2',
        f'--output={out}'], capture_output=True, text=True, timeout=600, cwd=ROOT, check=False)
   assert done.returncode == 1, done.stderr[-2000:]
   error = done.stderr.strip().splitlines()[-1]

@@ -10,7 +10,8 @@ the first row (CSV order), drawings are decoded by a DoFn that opens the image s
 worker, and TFDS's Beam writer writes the shards. Records are keyed by CSV position and written with
 shuffling disabled, so each split holds the streaming path's records in the same order (the shard
 boundaries may differ). Per-row metadata and report lines go to a side output that the driver turns
-into the same record index, class table and report.
+into the same record index, class table and report. TFDS's Beam writer refuses an empty split, so
+every split must receive a record (any real input does; the streaming path has no such limit).
 """
 
 from __future__ import annotations

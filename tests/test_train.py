@@ -138,39 +138,6 @@ def _free_port():
     return s.getsockname()[1]
 
 
-def test_two_processes_reach_the_parameters_of_one(synthetic_data, tmp_path):
-  _, _, data_dir = synthetic_data
-  config = micro_config(data_dir, steps=3, checkpoint_every=3)
-  config.mesh.data = 4  # one process, 4 of its devices: the same global batch of 16
-  devices = jax.devices()[:4]
-  original = sharding.make_mesh
-  try:
-    loop.sharding.make_mesh = lambda data, fsdp, **options: original(data, fsdp, devices=devices, **options)
-    loop.train_and_evaluate(config, str(tmp_path / 'single'))
-  finally:
-    loop.sharding.make_mesh = original
-  single, _ = _final_params(str(tmp_path / 'single'))
-
-  port = str(_free_port())
-  env = {k: v for k, v in os.environ.items() if k != 'XLA_FLAGS'}
-  procs = [subprocess.Popen([sys.executable, os.path.join(ROOT, 'tests', 'multihost_worker.py'), data_dir,
-                             str(tmp_path / 'multi'), port, str(i)], env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True) for i in range(2)]
-  outputs = []
-  for p in procs:
-    try:
-      outputs.append(p.communicate(timeout=240)[0])
-    except subprocess.TimeoutExpired:
-      for q in procs:
-        q.kill()
-      pytest.fail('multi-process run timed out')
-  for p, out in zip(procs, outputs):
-    assert p.returncode == 0, out[-3000:]
-  assert 'done 0 4 3' in outputs[0] and 'done 1 4 3' in outputs[1]
-  multi, _ = _final_params(str(tmp_path / 'multi'))
-  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-5), multi, single)
-
-
 def _pretrained_checkpoint(kind, tmp_path, tokenizer):
   """A random transformers CLIP directory, or an OpenAI-format ResNet CLIP file, sized to the data."""
   if kind == 'hf':
@@ -248,11 +215,13 @@ def _train_cli(data_dir, workdir, *overrides):
           '--workdir', str(workdir), *overrides]
 
 
-def test_sigterm_on_one_of_two_processes_stops_both_at_one_saved_step(synthetic_data, tmp_path):
-  """srun or a TPU host may signal one process (and its Grain workers) only: both processes save the same
-  step, and both exit with the requeue status."""
+def test_sigterm_on_one_of_two_processes_stops_both_at_one_step_with_the_parameters_of_one(
+    synthetic_data, tmp_path, monkeypatch):
+  """srun or a TPU host may signal one process (and its Grain worker) only: both processes save the same
+  step N and exit with the requeue status, and their parameters equal those of one process (4 devices, the
+  same global batch of 16) after N steps. Worker counts differ per process: the batches do not."""
   _, _, data_dir = synthetic_data
-  workdir, port = tmp_path / 'run', _free_port()
+  workdir, port = tmp_path / 'multi', _free_port()
   env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=2', JAX_PLATFORMS='cpu')
   logs = [tmp_path / f'process{i}.log' for i in range(2)]
   procs = []
@@ -260,13 +229,14 @@ def test_sigterm_on_one_of_two_processes_stops_both_at_one_saved_step(synthetic_
     for i in range(2):
       with open(logs[i], 'w') as log:
         procs.append(subprocess.Popen(
-            _train_cli(data_dir, workdir, '--config.train.steps=1000', '--config.train.checkpoint_every=2',
-                       '--config.data.worker_count=1', '--config.distributed.enabled=True',
+            _train_cli(data_dir, workdir, '--config.train.steps=1000', '--config.train.checkpoint_every=1000',
+                       f'--config.data.worker_count={i}', '--config.distributed.enabled=True',
                        f'--config.distributed.coordinator_address=127.0.0.1:{port}',
                        '--config.distributed.num_processes=2', f'--config.distributed.process_id={i}'),
             cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True))
     deadline = time.monotonic() + 240
-    while not (workdir / 'checkpoints' / '2').is_dir():  # training is under way
+    metrics = workdir / 'metrics.jsonl'
+    while not (metrics.exists() and len(metrics.read_text().splitlines()) >= 2):  # training is under way
       assert time.monotonic() < deadline and all(p.poll() is None for p in procs), logs[0].read_text()[-3000:]
       time.sleep(0.1)
     os.killpg(procs[1].pid, signal.SIGTERM)  # process 1 and its Grain worker process
@@ -281,8 +251,26 @@ def test_sigterm_on_one_of_two_processes_stops_both_at_one_saved_step(synthetic_
   saved = [[int(line.split()[3].rstrip(';')) for line in out.splitlines() if line.startswith('preempted: saved step')]
            for out in outputs]
   mngr = run_checkpoints.manager(str(workdir), keep=None)
-  assert saved[0] == saved[1] == [mngr.latest_step()] and 2 < mngr.latest_step() < 1000, saved
+  assert saved[0] == saved[1] == mngr.all_steps() and 2 < mngr.latest_step() < 1000, saved
   mngr.close()
+  stop = saved[0][0]
+
+  config = micro_config(data_dir, steps=1000, checkpoint_every=1000)
+  config.mesh.data = 4
+  original = sharding.make_mesh
+  monkeypatch.setattr(loop.sharding, 'make_mesh',  # the run's mesh on 4 devices; meshes given devices unchanged
+                      lambda data, fsdp, **options: original(data, fsdp, **{'devices': jax.devices()[:4], **options}))
+
+  def preempt(index, local):
+    if index == stop - 1:
+      os.kill(os.getpid(), signal.SIGTERM)  # one process stops after the same step
+    return local
+
+  BatchRecorder(monkeypatch, preempt)
+  assert loop.train_and_evaluate(config, str(tmp_path / 'single'))['step'] == stop
+  single, _ = _final_params(str(tmp_path / 'single'))
+  multi, _ = _final_params(str(workdir))
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-5), multi, single)
 
 
 class _FakeBucket(LocalFileSystem):
@@ -322,7 +310,8 @@ def fake_bucket(tmp_path, monkeypatch):
 
   def manager(directory, *args, **kwargs):  # Orbax writes arrays to gs:// with TensorStore's own GCS driver
     orbax_dirs.append(str(directory))
-    return real_manager(root / str(directory)[len('gs://'):], *args, **kwargs)
+    url = str(directory).startswith('gs://')
+    return real_manager(root / str(directory)[len('gs://'):] if url else directory, *args, **kwargs)
 
   monkeypatch.setattr(run_checkpoints.ocp, 'CheckpointManager', manager)
   monkeypatch.chdir(tmp_path)
@@ -331,24 +320,33 @@ def fake_bucket(tmp_path, monkeypatch):
   _FakeBucket.clear_instance_cache()
 
 
-def test_a_gs_workdir_reaches_every_writer_unchanged(synthetic_data, fake_bucket, tmp_path):
+def test_a_gs_workdir_reaches_every_writer_unchanged(synthetic_data, fake_bucket, tmp_path, monkeypatch):
   """model.json, config.json, metrics.jsonl (rewritten whole on resume: objects cannot be appended to),
   TensorBoard, checkpoints and the eval JSON all land in the bucket; nothing in a local ./gs:/ folder."""
   _, _, data_dir = synthetic_data
   root, orbax_dirs = fake_bucket
-  loop.train_and_evaluate(micro_config(data_dir, steps=2, checkpoint_every=2), 'gs://bucket/run')
-  config = micro_config(data_dir, steps=3, checkpoint_every=2)
+
+  def preempt(index, local):
+    if index == 1:
+      os.kill(os.getpid(), signal.SIGTERM)  # stops after step 2, with a checkpoint
+    return local
+
+  BatchRecorder(monkeypatch, preempt)
+  loop.train_and_evaluate(micro_config(data_dir), 'gs://bucket/run')
+  BatchRecorder(monkeypatch)
+  config = micro_config(data_dir)
   config.eval.tasks = ('zero_shot',)
-  result = loop.train_and_evaluate(config, 'gs://bucket/run')
-  assert orbax_dirs == ['gs://bucket/run/checkpoints'] * 2
+  result = loop.train_and_evaluate(config, 'gs://bucket/run')  # resumes from the bucket
+  assert orbax_dirs == ['gs://bucket/run/checkpoints'] * 2  # both runs
   run = root / 'bucket' / 'run'
   assert ModelSpec.load('gs://bucket/run') == ModelSpec.load(str(run))
-  assert json.loads((run / 'config.json').read_text())['train']['steps'] == 3
-  assert [r['step'] for r in map(json.loads, (run / 'metrics.jsonl').read_text().splitlines())] == [1, 2, 3]
+  assert json.loads((run / 'config.json').read_text())['eval']['tasks'] == ['zero_shot']
+  assert [r['step'] for r in map(json.loads, (run / 'metrics.jsonl').read_text().splitlines())] == list(range(1, 9))
   assert json.loads((run / 'eval_test.json').read_text())['top1'] == result['top1']
   assert [f.stat().st_size > 0 for f in (run / 'tensorboard').iterdir()] == [True, True]  # one file per run
-  assert sorted(os.listdir(run / 'checkpoints')) == ['2', '3']
+  assert sorted(os.listdir(run / 'checkpoints'), key=int) == ['2', '4', '8']
   clip, _, _ = load_model('gs://bucket/run')  # eval's loader finds the workdir in the bucket
+  assert orbax_dirs[-1] == 'gs://bucket/run/checkpoints'
   trained, _ = _final_params(str(run))
   jax.tree.map(np.testing.assert_array_equal, jax.device_get(nnx.to_pure_dict(nnx.state(clip))), trained['clip'])
   assert not (tmp_path / 'gs:').exists()

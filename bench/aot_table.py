@@ -44,11 +44,13 @@ SLICE_OVERRIDES = ['--config.mesh.slices=2', '--config.mesh.fsdp=4', '--config.m
                    '--config.train.global_batch=64']
 
 
-def run_one(label, config, topology, overrides, out_dir, force):
+def run_one(label, config, topology, overrides, out_dir, force, compile_missing=True):
   path = os.path.join(out_dir, label.replace(' ', '_').replace('/', '-').replace(',', '').replace('=', '') + '.json')
   if os.path.exists(path) and not force:
     with open(path) as f:
       return json.load(f)
+  if not compile_missing:
+    return {'error': 'not compiled (--reuse-only)'}
   cmd = [sys.executable, '-m', 'designclip_jax.aot', f'--config={config}', f'--output={path}', *overrides]
   if topology:
     cmd.append(f'--topology={topology}')
@@ -119,22 +121,23 @@ def main():
   p.add_argument('--section', nargs='+', default=['configs', 'fsdp', 'slices'], choices=['configs', 'fsdp', 'slices'])
   p.add_argument('--out', default=os.path.join(ROOT, 'runs', 'aot_table'))
   p.add_argument('--force', action='store_true', help='recompile reports already in --out')
+  p.add_argument('--reuse-only', action='store_true', help='tabulate the reports in --out, compile nothing')
   args = p.parse_args()
   os.makedirs(args.out, exist_ok=True)
   print(f'machine: {platform.node()} ({os.cpu_count()} CPUs), {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC; '
         f'command: python bench/aot_table.py --section {" ".join(args.section)}\n')
   if 'configs' in args.section:
-    rows = [(label, run_one(label, *rest, args.out, args.force)) for label, *rest in CONFIG_ROWS]
+    rows = [(label, run_one(label, *rest, args.out, args.force, not args.reuse_only)) for label, *rest in CONFIG_ROWS]
     print('### Every config on its target (XLA:TPU compile, nothing allocated)\n')
     print(config_table(rows) + '\n', flush=True)
   if 'fsdp' in args.section:
-    rows = [(label, run_one(label, *rest, args.out, args.force)) for label, *rest in FSDP_ROWS]
+    rows = [(label, run_one(label, *rest, args.out, args.force, not args.reuse_only)) for label, *rest in FSDP_ROWS]
     print(f'### FSDP scaling: ViT-L/14 widths ({FSDP_LAYERS}+{FSDP_LAYERS} layers) + AdamW, {FSDP_TOPOLOGY} (8 chips), '
           f'global batch {FSDP_BATCH}, bf16, remat\n')
     print(fsdp_table(rows) + '\n', flush=True)
   if 'slices' in args.section:
     r = run_one('two_slices', 'bench/aot_variants.py:vitb16_2layers', SLICE_TOPOLOGY, SLICE_OVERRIDES, args.out,
-                args.force)
+                args.force, not args.reuse_only)
     print(f'### Two slices of {SLICE_TOPOLOGY} (mesh.slices=2, data=2 × fsdp=4; ViT-B/16 widths, 2+2 layers, '
           'global batch 64): collectives of the compiled step\n')
     print(slices_table(r) + '\n', flush=True)

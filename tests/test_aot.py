@@ -127,21 +127,39 @@ def test_replica_groups(line, groups):
   assert aot._replica_groups(line, 4) == groups  # pylint: disable=protected-access
 
 
-def test_collectives_name_mesh_axes_and_slices():
-  """Groups along one mesh axis are named by it; a group spanning two slices is flagged."""
+def _mesh(slices: int):
+  """A stand-in for a data=2 x fsdp=4 mesh of abstract TPU devices; with 2 slices, one data row per slice."""
 
   class Device:
     def __init__(self, i):
-      self.id, self.slice_index = i, i // 4
+      self.id, self.slice_index = i, i // 4 if slices == 2 else 0
 
-  devices = np.array([Device(i) for i in range(8)]).reshape(2, 4)  # data=2 (one row per slice) x fsdp=4
-  mesh = type('Mesh', (), {'devices': devices, 'axis_names': ('data', 'fsdp'), 'shape': {'data': 2, 'fsdp': 4}})
+  devices = np.array([Device(i) for i in range(8)]).reshape(2, 4)
+  return type('Mesh', (), {'devices': devices, 'axis_names': ('data', 'fsdp'), 'shape': {'data': 2, 'fsdp': 4}})
+
+
+def test_collectives_name_mesh_axes():
+  """One slice: replica groups index the mesh's devices; groups along one axis are named by it."""
   hlo = '\n'.join([
       'a = bf16[16,64]{1,0} all-gather(bf16[4,64]{1,0} p), replica_groups=[2,4]<=[8], dimensions={0}',
       'b = bf16[16,64]{1,0} all-gather(bf16[4,64]{1,0} q), replica_groups=[2,4]<=[8], dimensions={0}',
       'c = f32[32]{0} all-reduce(f32[32]{0} g), replica_groups=[4,2]<=[2,4]T(1,0), to_apply=add',
   ])
-  found = {c['op']: c for c in aot.collectives(hlo, mesh)}
+  found = {c['op']: c for c in aot.collectives(hlo, _mesh(1))}
   assert found['all-gather'] == {'op': 'all-gather', 'axes': 'fsdp', 'count': 2, 'group_size': 4,
                                  'within_slice': True, 'bytes': 2 * 16 * 64 * 2}
-  assert found['all-reduce']['axes'] == 'data' and not found['all-reduce']['within_slice']
+  assert found['all-reduce']['axes'] == 'data' and found['all-reduce']['group_size'] == 2
+
+
+def test_collectives_across_slices():
+  """Two slices: each slice's program indexes its own devices (ICI); transfers between slices (DCN) are
+  sends tagged with their collective."""
+  hlo = '\n'.join([
+      'a = bf16[16,64]{1,0} all-gather(bf16[4,64]{1,0} p), replica_groups={{0,1,2,3}}, dimensions={0}',
+      's = (f32[2,1,128]{2,1,0:T(1,128)}, u32[], token[]) send(f32[2,1,128]{2,1,0} e, token[] t), channel_id=3, '
+      'is_host_transfer=true, frontend_attributes={_xla_megascale_transfer_type="ALL_GATHER"}',
+  ])
+  found = {c['op']: c for c in aot.collectives(hlo, _mesh(2))}
+  assert found['all-gather']['axes'] == 'fsdp' and found['all-gather']['within_slice']
+  assert found['dcn-all-gather'] == {'op': 'dcn-all-gather', 'axes': 'across slices', 'count': 1, 'group_size': 2,
+                                     'within_slice': False, 'bytes': 2 * 128 * 4}

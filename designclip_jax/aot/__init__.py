@@ -277,33 +277,52 @@ def _largest_array_bytes(type_text: str) -> int:
   return max(sizes, default=0)
 
 
+_DCN = re.compile(r'= \((?P<type>.*?), token\[\]\) send\(.*_xla_megascale_transfer_type="(?P<op>[A-Z_]+)"')
+
+
 def collectives(hlo_text: str, mesh) -> list[dict]:
-  """The compiled program's collectives, grouped by kind and device groups: which mesh axes each spans,
-  and whether each group stays inside one slice (TPU devices carry ``slice_index``)."""
+  """The compiled program's collectives, grouped by kind and device groups, with the mesh axes each spans.
+
+  One slice: replica groups index the mesh's devices. Several slices: XLA:TPU compiles one program per
+  slice, whose collectives (ICI) index that slice's devices, and moves data between slices (DCN) with
+  host-transfer sends tagged ``_xla_megascale_transfer_type``; those are listed as ``dcn-...``.
+  """
   flat = list(mesh.devices.flat)
-  slice_of = [getattr(d, 'slice_index', 0) for d in flat]
-  position = {d: i for i, d in enumerate(flat)}
-  ids = np.vectorize(position.get, otypes=[int])(mesh.devices)
-  axis_groups = {}  # device groups of each subset of mesh axes, to name what a collective spans
+  slice_of = np.array([getattr(d, 'slice_index', 0) for d in flat]).reshape(mesh.devices.shape)
+  first = slice_of.flat[0]
+  # positions of the first slice's devices (all of them with one slice), numbered in mesh order
+  local = np.full(slice_of.shape, -1)
+  local[slice_of == first] = np.arange(int(np.sum(slice_of == first)))
+  n = int(np.sum(slice_of == first))
   names = mesh.axis_names
+  axis_groups = {}  # device groups of each subset of mesh axes, to name what a collective spans
   for mask in range(1, 2 ** len(names)):
     axes = tuple(a for i, a in enumerate(names) if mask >> i & 1)
-    moved = np.moveaxis(ids, [names.index(a) for a in axes], range(-len(axes), 0))
-    groups = moved.reshape(-1, math.prod(mesh.shape[a] for a in axes))
-    axis_groups[frozenset(frozenset(g) for g in groups.tolist())] = '+'.join(axes)
+    moved = np.moveaxis(local, [names.index(a) for a in axes], range(-len(axes), 0))
+    groups = [g for g in moved.reshape(-1, math.prod(mesh.shape[a] for a in axes)).tolist() if -1 not in g]
+    # the fewest axes win: with data=1, groups over data+fsdp are those over fsdp
+    axis_groups.setdefault(frozenset(frozenset(g) for g in groups), '+'.join(axes))
   found = {}
   for line in hlo_text.splitlines():
+    if m := _DCN.search(line):
+      key = ('dcn-' + m['op'].lower().replace('_', '-'), None)
+      entry = found.setdefault(key, {'op': key[0], 'axes': 'across slices', 'count': 0, 'group_size': len(
+          set(slice_of.flat)), 'within_slice': False, 'bytes': 0})
+      entry['count'] += 1
+      entry['bytes'] += _largest_array_bytes(m['type'])
+      continue
     m = _COLLECTIVE.search(line)
     if not m or '-done' in line.split('=')[0]:
       continue
-    groups = _replica_groups(line, len(flat))
+    groups = _replica_groups(line, n)
     if max(len(g) for g in groups) == 1:  # a collective over one device moves nothing
       continue
     key = (m['op'], frozenset(frozenset(g) for g in groups))
     entry = found.setdefault(key, {'op': m['op'], 'axes': axis_groups.get(key[1], 'other'), 'count': 0,
-                                   'group_size': max(len(g) for g in groups),
-                                   'within_slice': all(len({slice_of[i] for i in g}) == 1 for g in groups),
-                                   'bytes': 0})
+                                   'group_size': max(len(g) for g in groups), 'bytes': 0,
+                                   # one slice: check each group; several: each program is one slice's
+                                   'within_slice': n < len(flat) or all(
+                                       len({slice_of.flat[i] for i in g}) == 1 for g in groups)})
     entry['count'] += 1
     entry['bytes'] += _largest_array_bytes(m['type'])
   return sorted(found.values(), key=lambda e: (e['op'], e['axes']))

@@ -219,7 +219,8 @@ def test_sigterm_on_one_of_two_processes_stops_both_at_one_step_with_the_paramet
     synthetic_data, tmp_path, monkeypatch):
   """srun or a TPU host may signal one process (and its Grain worker) only: both processes save the same
   step N and exit with the requeue status, and their parameters equal those of one process (4 devices, the
-  same global batch of 16) after N steps. Worker counts differ per process: the batches do not."""
+  same global batch of 16) after N steps. Worker counts differ per process: the batches do not. Resumed by
+  one process, the run sees the batches and reaches the parameters of the uninterrupted one-process run."""
   _, _, data_dir = synthetic_data
   workdir, port = tmp_path / 'multi', _free_port()
   env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=2', JAX_PLATFORMS='cpu')
@@ -255,22 +256,30 @@ def test_sigterm_on_one_of_two_processes_stops_both_at_one_step_with_the_paramet
   mngr.close()
   stop = saved[0][0]
 
-  config = micro_config(data_dir, steps=1000, checkpoint_every=1000)
+  # one process on 4 devices, saving steps stop..stop+2; then the 2-process checkpoint resumed by 1 process
+  config = micro_config(data_dir, steps=1000, checkpoint_every=1, keep_checkpoints=3)
   config.mesh.data = 4
   original = sharding.make_mesh
   monkeypatch.setattr(loop.sharding, 'make_mesh',  # the run's mesh on 4 devices; meshes given devices unchanged
                       lambda data, fsdp, **options: original(data, fsdp, **{'devices': jax.devices()[:4], **options}))
 
-  def preempt(index, local):
-    if index == stop - 1:
-      os.kill(os.getpid(), signal.SIGTERM)  # one process stops after the same step
-    return local
+  def stop_after(steps):
+    def preempt(index, local):
+      if index == steps - 1:
+        os.kill(os.getpid(), signal.SIGTERM)
+      return local
+    return preempt
 
-  BatchRecorder(monkeypatch, preempt)
-  assert loop.train_and_evaluate(config, str(tmp_path / 'single'))['step'] == stop
-  single, _ = _final_params(str(tmp_path / 'single'))
-  multi, _ = _final_params(str(workdir))
-  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-5), multi, single)
+  single = BatchRecorder(monkeypatch, stop_after(stop + 2))
+  assert loop.train_and_evaluate(config, str(tmp_path / 'single'))['step'] == stop + 2
+  resumed = BatchRecorder(monkeypatch, stop_after(2))
+  assert loop.train_and_evaluate(config, str(workdir))['step'] == stop + 2
+  for a, b in zip(resumed.seen, single.seen[stop:], strict=True):
+    np.testing.assert_array_equal(a, b)
+  for step in (stop, stop + 2):
+    multi, _ = _final_params(str(workdir), step)
+    one, _ = _final_params(str(tmp_path / 'single'), step)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-5), multi, one)
 
 
 class _FakeBucket(LocalFileSystem):

@@ -232,6 +232,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
         run_checkpoints.save(mngr, step, model_state, opt_state, {'step': step})
   finally:
     bar.close()
+    iterator.close()  # stops Grain's worker processes, if any
     mngr.wait_until_finished()
     mngr.close()
     writer.close()

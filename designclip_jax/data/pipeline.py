@@ -72,12 +72,6 @@ def draw_record(cdf: np.ndarray, rng: np.random.Generator) -> int:
   return min(int(np.searchsorted(cdf, rng.random(), side='right')), len(cdf) - 1)
 
 
-def record_labels(source) -> np.ndarray:
-  """Class label of every record, read from the records themselves (every byte of the split);
-  ``record_index(data_dir, split).label`` gives the same without reading them."""
-  return np.array([int(source[i]['label']) for i in range(len(source))], np.int64)
-
-
 @dataclasses.dataclass(frozen=True)
 class RecordIndex:
   """Per-record metadata of a split, in record order, written at ingest: the sampler and the loss

@@ -83,7 +83,7 @@ def config_table(rows) -> str:
     roof = r.get('roofline')
     flops = f'{r["flops_per_step"] / 1e12:,.1f}' if r.get('flops_per_step') else '–'
     tail = (f'{roof["step_seconds"] * 1e3:,.0f} (HBM est. {roof["hbm_traffic_seconds"] * 1e3:,.0f}) | '
-            f'{roof["samples_per_second"]:,.0f} | {roof["core_hours"]:,.0f} ({roof["steps"]})') if roof else '– | – | –'
+            f'{roof["samples_per_second"]:,.0f} | {roof["core_hours"]:,.1f} ({roof["steps"]})') if roof else '– | – | –'
     lines.append(f'| {label} | {r["topology"]} ({r["chips"]}) | {mesh} | {r["global_batch"]} | {memory} | '
                  f'{gib(r["hbm_bytes_per_chip"])} | {"yes" if r["fits"] else "**no**"} | {flops} | {tail} |')
   return '\n'.join(lines)

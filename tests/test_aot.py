@@ -163,3 +163,30 @@ def test_collectives_across_slices():
   assert found['all-gather']['axes'] == 'fsdp' and found['all-gather']['within_slice']
   assert found['dcn-all-gather'] == {'op': 'dcn-all-gather', 'axes': 'across slices', 'count': 1, 'group_size': 2,
                                      'within_slice': False, 'bytes': 2 * 128 * 4}
+
+
+@pytest.mark.parametrize('message, expected', [
+    ('RESOURCE_EXHAUSTED: Ran out of memory on HBM, the total memory required for HLO temporaries (536.29G) '
+     'exceeds available HBM (15.75G).', ('temporaries', 536.29 * 2 ** 30, 15.75 * 2 ** 30)),
+    ('XLA:TPU compile permanent error. Ran out of memory in memory space hbm. Used 20.51G of 15.48G hbm.',
+     ('total', 20.51 * 2 ** 30, 15.48 * 2 ** 30)),
+    ('INVALID_ARGUMENT: something else', None),
+])
+def test_hbm_exceeded_messages(message, expected):
+  """Both wordings of XLA:TPU's compile-time out-of-memory error (the first one seen from libtpu 0.0.42.1)."""
+  assert aot._hbm_exceeded(RuntimeError(message)) == (pytest.approx(expected) if expected else None)  # pylint: disable=protected-access
+
+
+@pytest.mark.slow
+@needs_libtpu
+def test_tpu_oversized_batch_exits_with_advice(tmp_path):
+  """XLA:TPU itself refuses a batch far beyond a v5e chip's HBM: exit 1, the knobs, the JSON."""
+  out = tmp_path / 'report.json'
+  done = subprocess.run(
+      [sys.executable, '-m', 'designclip_jax.aot', '--config', str(ROOT / 'configs' / 'synthetic_tiny.py'),
+       '--topology', 'v5e:2x2', '--config.train.global_batch=262144', f'--output={out}'],
+      capture_output=True, text=True, timeout=900, cwd=ROOT, check=False)
+  assert done.returncode == 1, done.stderr[-2000:]
+  assert 'does not fit v5e:2x2' in done.stderr and 'train.micro_batches' in done.stderr
+  report = json.loads(out.read_text())
+  assert not report['fits'] and report['per_chip_bytes']['total'] > 16 * 2 ** 30

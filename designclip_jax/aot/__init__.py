@@ -59,8 +59,11 @@ CHIPS = {
 }
 CPU = 'cpu'
 
-# XLA:TPU refuses a program that exceeds HBM at compile time: "... Used 20.51G of 15.48G hbm ..."
-_HBM_EXCEEDED = re.compile(r'Used ([\d.]+)([KMGT]?) of ([\d.]+)([KMGT]?) hbm')
+# XLA:TPU refuses a program that exceeds HBM at compile time, in one of two wordings: "... Used 20.51G of
+# 15.48G hbm ..." (everything), or "... required for HLO temporaries (536.29G) exceeds available HBM (15.75G)"
+_HBM_USED = re.compile(r'Used ([\d.]+)([KMGT]?) of ([\d.]+)([KMGT]?) hbm')
+_HBM_TEMPORARIES = re.compile(r'required for HLO temporaries \(([\d.]+)([KMGT]?)\) exceeds available HBM '
+                              r'\(([\d.]+)([KMGT]?)\)')
 _UNITS = {'': 1, 'K': 2 ** 10, 'M': 2 ** 20, 'G': 2 ** 30, 'T': 2 ** 40}
 
 
@@ -236,12 +239,13 @@ def advice(config, per_chip: dict, mesh, chips: int) -> list:
 
 
 def _hbm_exceeded(error: Exception):
-  """(used bytes, capacity) from XLA:TPU's out-of-memory compile error, or None if it is another error."""
-  match = _HBM_EXCEEDED.search(str(error))
-  if not match:
-    return None
-  used, used_unit, capacity, capacity_unit = match.groups()
-  return float(used) * _UNITS[used_unit], float(capacity) * _UNITS[capacity_unit]
+  """('total' or 'temporaries', bytes needed, bytes available) from XLA:TPU's out-of-memory compile error,
+  or None for any other error."""
+  for kind, pattern in (('total', _HBM_USED), ('temporaries', _HBM_TEMPORARIES)):
+    if match := pattern.search(str(error)):
+      used, used_unit, capacity, capacity_unit = match.groups()
+      return kind, float(used) * _UNITS[used_unit], float(capacity) * _UNITS[capacity_unit]
+  return None
 
 
 _COLLECTIVE = re.compile(r'= (?P<type>.+?) (?P<op>all-gather|all-reduce|reduce-scatter|all-to-all|collective-permute)'
@@ -382,9 +386,12 @@ def compile_config(config, topology: str | None = None, config_name: str = '') -
     exceeded = _hbm_exceeded(e)
     if exceeded is None:
       raise
-    per_chip['total'] = int(exceeded[0])
-    notes.append(f'XLA:TPU refused the program at compile time: {exceeded[0] / GIB:.2f} GiB needed of the '
-                 f'{exceeded[1] / GIB:.2f} GiB it can use per chip')
+    kind, needed, available = exceeded
+    per_chip[kind] = int(needed)
+    if kind == 'temporaries':
+      per_chip['total'] = int(needed) + per_chip['parameters'] + per_chip['optimizer'] + per_chip['batch']
+    notes.append(f'XLA:TPU refused the program at compile time: {kind} {needed / GIB:,.2f} GiB per chip, '
+                 f'{available / GIB:.2f} GiB available')
     compiled = None
   seconds = time.perf_counter() - start
   flops = bytes_accessed = None

@@ -216,16 +216,20 @@ class Report:
     return '\n'.join(lines)
 
 
-def advice(config, per_chip: dict, mesh, chips: int) -> list:
+def advice(config, per_chip: dict, mesh, chips: int, hbm: int) -> list:
   """Knobs that lower per-chip memory, the likeliest first."""
   states = per_chip.get('parameters', 0) + per_chip.get('optimizer', 0)
   activations = per_chip.get('temporaries', 0)
   tc = config.train
+  # micro-batches divide the activations: enough of them for the room the states leave (a power of two)
+  room = hbm - states - per_chip.get('batch', 0)
+  factor = activations / room if room > 0 and activations else 2
+  micro = tc.micro_batches * 2 ** max(1, math.ceil(math.log2(max(factor, 1.0))))
   tips = []
   if not config.model.remat:
     tips.append('--config.model.remat=True: recompute each block in the backward pass (activation memory '
                 'falls to about one block per layer; ~1/3 more compute)')
-  tips.append(f'--config.train.micro_batches={2 * tc.micro_batches}: GradCache accumulation keeps the global '
+  tips.append(f'--config.train.micro_batches={micro}: GradCache accumulation keeps the global '
               f'batch and every negative, holding activations for global_batch / micro_batches rows at a time')
   fsdp_tip = (f'--config.mesh.fsdp={min(chips, 2 * mesh.shape["fsdp"])}: shard parameters and optimizer state '
               f'over more chips (now {mesh.shape["fsdp"]})')
@@ -425,7 +429,7 @@ def compile_config(config, topology: str | None = None, config_name: str = '') -
                 flops_per_step=None if flops is None else float(flops) * mesh.size,
                 flops_per_chip=None if flops is None else float(flops),
                 bytes_accessed_per_chip=None if bytes_accessed is None else float(bytes_accessed),
-                roofline=report_roofline, advice=[] if fits else advice(config, per_chip, mesh, mesh.size),
+                roofline=report_roofline, advice=[] if fits else advice(config, per_chip, mesh, mesh.size, hbm),
                 notes=notes, compile_seconds=seconds, slices=config.mesh.get('slices', 1), collectives=found)
 
 

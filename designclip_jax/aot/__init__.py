@@ -116,13 +116,8 @@ def model_spec(model_cfg) -> ModelSpec:
 
 
 def make_mesh(mesh_cfg, devices):
-  slices = mesh_cfg.get('slices', 1)
   try:
-    if slices != 1:
-      return sharding.make_mesh(mesh_cfg.data, mesh_cfg.fsdp, devices=devices, slices=slices)
-    return sharding.make_mesh(mesh_cfg.data, mesh_cfg.fsdp, devices=devices)
-  except TypeError as e:  # a sharding.make_mesh without multi-slice support
-    raise AotError(f'mesh.slices={slices} is not supported by sharding.make_mesh: {e}') from e
+    return sharding.make_mesh(mesh_cfg.data, mesh_cfg.fsdp, devices=devices, slices=mesh_cfg.get('slices', 1))
   except ValueError as e:
     raise AotError(f'{e} (mesh.data={mesh_cfg.data}, mesh.fsdp={mesh_cfg.fsdp}, {len(devices)} chips)') from e
 

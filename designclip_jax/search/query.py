@@ -13,7 +13,7 @@ from PIL import UnidentifiedImageError
 from designclip_jax.data import images as image_ops
 from designclip_jax.data import pipeline
 from designclip_jax.data.classes import CLASS_CODES
-from designclip_jax.eval.embed import embed_images, embed_texts
+from designclip_jax.eval.embed import embed_images, embed_texts, place_on_devices
 from designclip_jax.eval.metrics import l2_normalize
 from designclip_jax.search import index as index_lib
 from designclip_jax.search.index import KINDS, SearchError
@@ -69,6 +69,7 @@ class Searcher:
     self.clip, self.tokenizer, self.normalization = load_model(source)
     index_lib.check_same_model(manifest.model, index_lib.model_identity(source, self.clip, self.tokenizer,
                                                                           self.normalization), index_dir)
+    self.clip = place_on_devices(self.clip)  # once, not on every query
     meta = self.index.meta
     self.device_index = DeviceIndex(self.index.vectors, np.array([KINDS.index(k) for k in meta['kind']]),
                                     np.array([CLASS_CODES.index(c) for c in meta['class']]), devices=devices)
@@ -95,7 +96,8 @@ class Searcher:
                            normalization=self.normalization)
       parts.append(l2_normalize(l2_normalize(views).mean(axis=0)))
     if text and text.strip():
-      parts.append(l2_normalize(embed_texts(self.clip, self.tokenizer, [text.strip()], progress=False)[0]))
+      parts.append(l2_normalize(embed_texts(self.clip, self.tokenizer, [text.strip()], batch_size=self.batch_size,
+                                                progress=False)[0]))
     if not parts:
       raise SearchError('a query needs at least one drawing or some words')
     return l2_normalize(np.mean(parts, axis=0))

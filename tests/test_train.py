@@ -410,3 +410,17 @@ def test_a_grain_worker_that_receives_sigterm_keeps_serving_batches(synthetic_da
   for a, b in zip(got, expected, strict=True):
     for key in b:
       np.testing.assert_array_equal(a[key], b[key])
+
+
+def test_train_cli_on_a_folder_without_a_data_set_says_to_ingest(tmp_path):
+  """A new user's first mistake: --config.data.dir at a folder with no ingested data set (before: a
+  traceback for classes.json). One line naming the folder and the ingest command, exit status 2."""
+  (tmp_path / 'empty').mkdir()
+  proc = subprocess.run([sys.executable, '-m', 'designclip_jax.train', '--config', 'configs/synthetic_tiny.py',
+                         '--workdir', str(tmp_path / 'run'), f'--config.data.dir={tmp_path / "empty"}'],
+                        capture_output=True, text=True, timeout=120,
+                        cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+  assert proc.returncode == 2, proc.stderr[-2000:]
+  assert 'Traceback' not in proc.stderr
+  error = [line for line in proc.stderr.splitlines() if line.startswith('error:')]
+  assert len(error) == 1 and str(tmp_path / 'empty') in error[0] and 'designclip_jax.data.ingest' in error[0]

@@ -45,7 +45,11 @@ def open_split(data_dir: str, split: str):
 
 
 def class_table(data_dir: str) -> dict:
-  return json.loads(epath.Path(data_dir, CLASSES_FILE).read_text())
+  path = epath.Path(data_dir, CLASSES_FILE)
+  if not path.exists():
+    raise FileNotFoundError(f'{data_dir!r} is not a complete ingested data set (no {CLASSES_FILE}); '
+                            'run python -m designclip_jax.data.ingest first')
+  return json.loads(path.read_text())
 
 
 def tokenizer_dir(data_dir: str) -> str:

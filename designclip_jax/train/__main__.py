@@ -21,7 +21,11 @@ flags.mark_flags_as_required(['config', 'workdir'])
 def main(argv):
   del argv
   logging.set_verbosity(logging.WARNING)  # keep Orbax's per-save INFO lines out of the progress bar
-  result = train_and_evaluate(FLAGS.config, FLAGS.workdir)
+  try:
+    result = train_and_evaluate(FLAGS.config, FLAGS.workdir)
+  except FileNotFoundError as e:  # a data set or checkpoint path that is not there: one line, not a traceback
+    print(f'error: {e}', file=sys.stderr)
+    sys.exit(2)
   if result['preempted']:
     print(f'preempted: saved step {result["step"]}; exit status {PREEMPTED_EXIT_CODE} (requeue to resume)',
           flush=True)

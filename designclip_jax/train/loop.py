@@ -162,6 +162,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
 
   # ---- data and model spec
   data_dir = ensure_dataset(config.data)
+  pipeline.dataset_dir(data_dir)  # a folder that holds no ingested data set: say so before anything starts
   table = pipeline.class_table(data_dir)
   spec = spec_from_config(config.model, len(table['codes']), pipeline.tokenizer_dir(data_dir))
   if jax.process_index() == 0:

@@ -176,7 +176,8 @@ class Report:
     gib = lambda b: f'{b / GIB:.2f} GiB' if b >= GIB / 10 else f'{b / 2 ** 20:.1f} MiB'
     chip = chip_of(self.topology)
     rows = [('config', self.config_name),
-            ('topology', f'{self.topology} ({self.chips} chips, {chip.name})' if chip
+            ('topology', f'{self.slices} x ' * (self.slices > 1) + f'{self.topology} ({self.chips} chips, {chip.name})'
+             if chip
              else f'{self.topology} ({self.chips} devices of this machine)'),
             ('mesh', ' x '.join(f'{k}={v}' for k, v in self.mesh.items())),
             ('model', f'{self.model}, {self.dtype}, remat={self.remat}'),
@@ -194,14 +195,15 @@ class Report:
       r = self.roofline
       rows += [('roofline bound (not measured)',
                 f'step >= {r["step_seconds"] * 1e3:,.1f} ms (FLOPs at the {r["peak_tflops"]:.0f} TFLOP/s bf16 peak)'),
-               ('HBM traffic estimate', f'{r["hbm_traffic_seconds"] * 1e3:,.1f} ms (XLA\'s bytes accessed at '
-                                        f'{r["hbm_gbps"]:.0f} GB/s; above the bound: memory-bound)'),
+               ('HBM traffic estimate', f'{r["hbm_traffic_seconds"] * 1e3:,.1f} ms (XLA\'s estimate of bytes accessed, '
+                                        f'at {r["hbm_gbps"]:.0f} GB/s)'),
                ('samples/s bound', f'<= {r["samples_per_second"]:,.0f} ({r["samples_per_second_per_chip"]:,.1f} per chip)'),
-               ('schedule bound', f'>= {r["schedule_hours"]:,.2f} h wall, {r["core_hours"]:,.0f} core-hours '
+               ('schedule bound', f'>= {r["schedule_hours"]:,.2f} h wall, {r["core_hours"]:,.1f} core-hours '
                                   f'({r["steps"]} steps)')]
     for c in self.collectives:
-      rows.append((f'collective {c["op"]}', f'{c["count"]} x over {c["axes"]} (groups of {c["group_size"]}'
-                   + (', within a slice' if c['within_slice'] else ', across slices') + f'), {c["bytes"]:,} bytes'))
+      where = (f'over {c["axes"]} (groups of {c["group_size"]}, within a slice)' if c['within_slice']
+               else f'{c["axes"]} (groups of {c["group_size"]})')
+      rows.append((f'collective {c["op"]}', f'{c["count"]} x {where}, {c["bytes"]:,} bytes'))
     rows.append(('compile', f'{self.compile_seconds:.0f} s'))
     width = max(len(k) for k, _ in rows)
     lines = [f'{k:<{width}}  {v}' for k, v in rows]

@@ -28,6 +28,7 @@ CONFIG_ROWS = [
     ('impact_vitb16', 'configs/impact_vitb16.py', '', []),
     ('impact_rn50', 'configs/impact_rn50.py', '', []),
     ('impact_vitl14', 'configs/impact_vitl14.py', '', []),
+    ('impact_vitb16 on v5e-16 (16 GiB chips)', 'configs/impact_vitb16.py', 'v5e:4x4', []),
     # GPU plans (unmeasured): the TPU with the nearest per-chip memory (v5p, 95 GiB vs 80 GB)
     ('impact_vitb16, GPU plan (8 GPUs)', 'configs/impact_vitb16.py', 'v5p:2x2x2', []),
     ('impact_vitl14, GPU plan (2 x 8 GPUs)', 'configs/impact_vitl14.py', 'v5p:2x2x4', []),

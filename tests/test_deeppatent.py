@@ -109,7 +109,9 @@ def test_deeppatent_tree_scores_like_sklearn_on_saved_embeddings(deeppatent_tree
   assert all(isinstance(v, (int, float)) for v in record['metrics'].values())
   row = {**record['metrics'], **record}
   del row['metrics']
-  assert row['model'] + ' ' + row['pretrained']
+  # an embeddings file names both model and pretrained; the file name is CLIP_benchmark's default pattern
+  assert row['model'] == row['pretrained'] == os.path.basename(npz)
+  assert file == f"{row['dataset']}_{row['pretrained']}_{row['model']}_en_{row['task']}.json"
 
 
 def test_missing_and_unreadable_images_stop_or_are_counted(deeppatent_tree, tiny_checkpoint, tmp_path, capsys):
@@ -140,6 +142,7 @@ def test_deeppatent_usage_errors(deeppatent_tree, tiny_checkpoint, tmp_path, cap
       (['--deeppatent', str(tmp_path)], 'test_query_patent.txt and test_db_patent.txt not found'),
       (['--deeppatent', str(deeppatent_tree), '--split', 'train'], "split must be one of ('test', 'val')"),
       (['--deeppatent', str(deeppatent_tree), '--task', 'zero_shot'], 'scores image_retrieval only'),
+      (['--deeppatent', str(deeppatent_tree), '--plots'], '--plots and --per-class apply to --data'),
   ]
   for extra, message in cases:
     with pytest.raises(SystemExit) as e:

@@ -56,3 +56,12 @@ def test_training_evaluates_on_every_process(synthetic_data, tmp_path):
   assert {'top1', 'mAP', 't2i_R@5'} <= set(final)
   for k, v in cli.items():
     assert final[k] == pytest.approx(v, abs=1e-6), k
+
+  # and the eval CLI on that training workdir with two processes (the restored model must be held by
+  # every process, not only process 0's first device)
+  two_args = ['--checkpoint', workdir, '--data', data_dir, '--task', *FINAL_TASKS, '--output', str(tmp_path / 'two.json')]
+  outputs = run_workers([[WORKER, str(free_port()), str(i)] + two_args for i in range(2)])
+  assert 'done 0 4' in outputs[0] and 'done 1 4' in outputs[1]
+  two = json.loads((tmp_path / 'two.json').read_text())
+  for k, v in cli.items():
+    assert two[k] == pytest.approx(v, abs=1e-6), k

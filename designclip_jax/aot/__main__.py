@@ -8,6 +8,7 @@ when it does not (with the knobs to turn), 2 when it cannot be compiled as asked
 
 import os
 import sys
+import traceback
 
 os.environ.setdefault('JAX_PLATFORMS', 'cpu')  # compiling needs no accelerator; do not probe for one
 
@@ -31,6 +32,11 @@ def main(argv):
     report = aot.compile_config(FLAGS.config, FLAGS.topology, config_name=name)
   except aot.AotError as e:
     print(f'error: {e}', file=sys.stderr)
+    return 2
+  except Exception:  # pylint: disable=broad-except
+    # any other failure (a bad checkpoint, a compiler error) must not read as 'does not fit' (status 1)
+    traceback.print_exc()
+    print(f'error: {name} could not be compiled (see above)', file=sys.stderr)
     return 2
   print(report.table())
   if FLAGS.output:

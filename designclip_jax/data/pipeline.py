@@ -3,7 +3,8 @@
 Training is epoch-free: global example k is drawn from its own seeded RNG (record chosen with
 probability ∝ f_c^-β, then a view pair and augmentation), so the stream is deterministic, random
 access and the same whatever the number of processes or workers. Each process materialises only
-its slice of every global batch; the iterator state (a position) makes resume exact.
+its slice of every global batch; a run resumes from its step alone (no iterator state), so hosts and
+workers may change between runs.
 """
 
 from __future__ import annotations

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
 import shutil
@@ -27,6 +28,16 @@ def ensure_dataset(data_cfg) -> str:
                       data_cfg.tokenizer_vocab)
   if ingest.is_finished(out):
     return out
+  os.makedirs(os.path.dirname(out), exist_ok=True)
+  # several processes sharing a cache (one machine, or a shared home): one builds, the others wait and reuse
+  with open(out + '.lock', 'w') as lock:
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    if not ingest.is_finished(out):
+      _build_synthetic(data_cfg, out)
+  return out
+
+
+def _build_synthetic(data_cfg, out: str) -> None:
   raw = out + '.raw'
   logging.info('building the synthetic data set in %s (first use only)', out)
   csv_path = synthetic.generate(raw, data_cfg.synthetic_patents, data_cfg.synthetic_seed)
@@ -34,4 +45,3 @@ def ensure_dataset(data_cfg) -> str:
                           tokenizer_vocab=data_cfg.tokenizer_vocab, context_length=data_cfg.context_length)
   ingest.print_summary(summary)
   shutil.rmtree(raw, ignore_errors=True)
-  return out

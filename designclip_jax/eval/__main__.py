@@ -133,6 +133,8 @@ def _check_usage(args, tasks):
   other = set(args.task) - {'image_retrieval', 'all'}
   if args.deeppatent and other:
     raise UsageError(f'--deeppatent scores image_retrieval only, not {sorted(other)}')
+  if args.deeppatent and (args.plots or args.per_class):  # both read our data set's class table and records
+    raise UsageError('--plots and --per-class apply to --data, not --deeppatent')
   if args.skip_missing and not args.deeppatent:
     raise UsageError('--skip-missing applies to --deeppatent')
   if args.save_embeddings and not (args.checkpoint and 'image_retrieval' in tasks):

@@ -60,7 +60,7 @@ def _mesh_of(state) -> jax.sharding.Mesh:
   return jax.tree.leaves(state)[0].sharding.mesh
 
 
-def _embed(clip, method: str, n: int, prepare_rows: Callable[[range], np.ndarray], *, batch_size: int,
+def _embed(clip, method: str, n: int, prepare_rows: Callable[[Sequence[int]], np.ndarray], *, batch_size: int,
            desc: str, progress: bool) -> np.ndarray:
   """(n, D) float32 embeddings; ``prepare_rows(indices)`` gives the model inputs of those items."""
   from tqdm import tqdm  # pylint: disable=import-outside-toplevel
@@ -71,14 +71,16 @@ def _embed(clip, method: str, n: int, prepare_rows: Callable[[range], np.ndarray
   fn = _tower(graphdef, method)
   rows_sharding = NamedSharding(mesh, P(mesh.axis_names))  # the batch over every mesh axis
   global_batch = -(-batch_size // mesh.size) * mesh.size
-  local = global_batch // jax.process_count()
-  # this process's rows of each global batch: where the sharding puts its devices (not assumed from its index)
-  first = min(index[0].start or 0 for index in rows_sharding.addressable_devices_indices_map((global_batch,)).values())
+  # this process's rows of each global batch, in order: where the sharding puts its devices (not assumed
+  # from the process index, nor contiguous: a TPU or hybrid mesh may interleave processes)
+  rows = sorted({r for index in rows_sharding.addressable_devices_indices_map((global_batch,)).values()
+                 for r in range(*index[0].indices(global_batch))})
+  local = len(rows)
   example = prepare_rows(range(1))  # shape and dtype of one item, for padding
   outputs = []
   bar = tqdm(total=n, desc=desc, unit='item', leave=False, disable=not progress or jax.process_index() > 0)
   for b0 in range(0, n, global_batch):
-    mine = range(min(b0 + first, n), min(b0 + first + local, n))
+    mine = [b0 + r for r in rows if b0 + r < n]  # a prefix of this process's rows: padding goes last
     x = prepare_rows(mine) if len(mine) else example[:0]
     if len(mine) < local:  # the last batch: pad to the compiled shape
       x = np.concatenate([x, np.zeros((local - len(mine),) + example.shape[1:], example.dtype)])

@@ -49,7 +49,7 @@ def model_identity(source: str, clip, tokenizer, pixel_normalization: str) -> di
   tokenizer's vocabulary and context length and the pixel normalisation; plus the source path and,
   for a training workdir, the checkpoint step (for people; only the fingerprint is compared)."""
   h = hashlib.sha256()
-  flat = sorted(nnx.to_flat_state(nnx.state(clip, nnx.Param)), key=lambda kv: str(kv[0]))
+  flat = sorted(nnx.to_flat_state(nnx.state(clip, nnx.Any(nnx.Param, nnx.BatchStat))), key=lambda kv: str(kv[0]))
   for path, variable in flat:
     value = np.asarray(jax.device_get(variable.get_value()))
     h.update(f'{"/".join(map(str, path))}:{value.shape}:{value.dtype}'.encode())
@@ -222,6 +222,7 @@ def build(checkpoint: str, data_dirs, out: str, *, splits=None, dtype: str = 'fl
           _write_shard(out, name, l2_normalize(vectors).astype(dtype), meta)
           manifest.shards.append({'name': name, 'dataset': number, 'split': split, 'start': start,
                                   'rows': len(vectors)})
+        done.add((number, split, start))  # the same data set named twice is indexed once
           manifest.save(out)
       bar.close()
   if writer:

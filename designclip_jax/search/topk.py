@@ -75,7 +75,9 @@ def _search_fn(mesh, k: int, chunk: int, method: str, total_rows: int):
 
     def step(best, block):
       rows, row_ok, start = block
-      s = jnp.where(row_ok[None], queries @ rows.astype(jnp.float32).T, -jnp.inf)
+      # full float32 (not bf16 passes on TPU): the ranking must be eval's and the NumPy reference's
+      scores = jnp.matmul(queries, rows.astype(jnp.float32).T, precision=jax.lax.Precision.HIGHEST)
+      s = jnp.where(row_ok[None], scores, -jnp.inf)
       if method == 'approx':
         s, i = jax.lax.approx_max_k(s, chunk_k, reduction_input_size_override=total_rows)
       else:

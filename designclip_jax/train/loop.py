@@ -136,9 +136,10 @@ def _load_pretrained_towers(model_state, model_sharding, spec: ModelSpec):
   abstract = nnx.eval_shape(lambda: spec.build().clip)
   params = hf_format.hf_to_params(hf_format.read_checkpoint(spec.pretrained)[1], abstract)
   pure = nnx.to_pure_dict(model_state)
-  pure['clip'] = params
-  shardings = nnx.to_pure_dict(model_sharding)
-  pure = jax.tree.map(lambda x, s: jax.device_put(np.asarray(x), s), pure, shardings)
+  # only the towers come from the file (host arrays, the same on every process); the rest stays as
+  # initialised: it may be sharded over devices of other processes, so it must not be fetched to host
+  pure['clip'] = jax.tree.map(lambda x, s: jax.device_put(np.asarray(x), s), params,
+                              nnx.to_pure_dict(model_sharding)['clip'])
   nnx.replace_by_pure_dict(model_state, pure)
   return model_state
 
@@ -239,7 +240,8 @@ def train_and_evaluate(config, workdir: str) -> dict:
     writer.close()
     preemption.restore()
 
-  result = {'step': step, 'preempted': preemption.requested, **host_metrics}
+  # a stop requested at the last step is no preemption: the run is finished, nothing to requeue
+  result = {'step': step, 'preempted': preemption.requested and step < tc.steps, **host_metrics}
   if step >= tc.steps and config.eval.tasks:
     from designclip_jax.eval import runner  # pylint: disable=import-outside-toplevel
     scores = _evaluate(config, step_fn, model_state, tokenizer, data_dir, table, spec, config.eval.split,

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 
-import jax
 from etils import epath
 from flax import nnx
 
@@ -27,13 +26,17 @@ def load_model(path: str) -> tuple[CLIP, Tokenizer, str]:
   if epath.Path(path, SPEC_FILE).is_file():  # a workdir may be a gs:// URL
     spec = ModelSpec.load(path)
     mngr = run_checkpoints.manager(path, keep=None)
-    if mngr.latest_step() is None:
-      raise ModelSourceError(f'{path} holds no checkpoint yet (checkpoints/ is empty)')
-    mesh = sharding.make_mesh(1, 1, devices=jax.devices()[:1])
-    graphdef, abstract = nnx.split(nnx.eval_shape(spec.build))
-    shardings = sharding.state_shardings(abstract, mesh)
-    state, _, _ = run_checkpoints.restore(mngr, mngr.latest_step(), abstract, shardings)
-    mngr.close()
+    try:
+      if mngr.latest_step() is None:
+        raise ModelSourceError(f'{path} holds no checkpoint yet (checkpoints/ is empty)')
+      # replicated over every device of every process (fsdp=1): each process holds the whole model, so
+      # data-parallel embedding works on several hosts and nothing is fetched from another process
+      mesh = sharding.make_mesh(-1, 1)
+      graphdef, abstract = nnx.split(nnx.eval_shape(spec.build))
+      shardings = sharding.state_shardings(abstract, mesh)
+      state, _, _ = run_checkpoints.restore(mngr, mngr.latest_step(), abstract, shardings)
+    finally:
+      mngr.close()
     return nnx.merge(graphdef, state).clip, spec.tokenizer(), spec.pixel_normalization
   if os.path.isfile(os.path.join(path, 'config.json')) or openai_format.is_openai_checkpoint(path):
     tokenizer_dir = path if os.path.isdir(path) else os.path.dirname(path)

@@ -1,9 +1,9 @@
 """OpenAI-format CLIP state dicts (OpenAI's ``clip/model.py`` names, as in its released ``RN50.pt`` /
 ``ViT-B-32.pt`` files and open_clip's ``open_clip_model.safetensors``) <-> the HF-style flat names that
-``checkpoints`` converts to NNX parameters.
+``hf_format`` converts to NNX parameters.
 
 Only renames and the split/fuse of ``attn.in_proj_*`` happen here; the layout changes (transposes) stay in
-``checkpoints``' rule table. The ResNet towers, which transformers has no class for, are named after
+``hf_format``' rule table. The ResNet towers, which transformers has no class for, are named after
 OpenAI's modules under ``vision_model.`` and pass through unchanged.
 
 The tensors do not say which activation the transformer MLPs use: OpenAI's models use QuickGELU, most of

@@ -222,8 +222,8 @@ def build(checkpoint: str, data_dirs, out: str, *, splits=None, dtype: str = 'fl
           _write_shard(out, name, l2_normalize(vectors).astype(dtype), meta)
           manifest.shards.append({'name': name, 'dataset': number, 'split': split, 'start': start,
                                   'rows': len(vectors)})
-        done.add((number, split, start))  # the same data set named twice is indexed once
           manifest.save(out)
+        done.add((number, split, start))  # the same data set named twice is indexed once
       bar.close()
   if writer:
     manifest.save(out)

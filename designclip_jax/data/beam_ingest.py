@@ -50,16 +50,26 @@ def _keep_first(group):
 
 
 class _LoadPatents:
-  """DoFn body: opens the image sources once per worker (setup), then decodes row after row."""
+  """DoFn body: each image source (a yearly zip or a folder) opened once per DoFn instance and kept open
+  until teardown: after GroupById rows of different years interleave, so closing on every switch would
+  reopen multi-GB zips; and a DoFn instance serves one thread at a time, unlike a module-level cache."""
 
   def __init__(self, image_size: int):
     self.image_size = image_size
+    self.sources: dict[str, ingest.ImageSource] = {}
 
   def setup(self):
-    ingest.init_worker(self.image_size)
+    self.sources = {}
 
   def process(self, item: ingest.RowItem):
-    yield ingest.load_patent(item, ingest.worker_source(item.images), self.image_size)
+    if item.images not in self.sources:
+      self.sources[item.images] = ingest.ImageSource(item.images)
+    yield ingest.load_patent(item, self.sources[item.images], self.image_size)
+
+  def teardown(self):
+    for source in self.sources.values():
+      source.close()
+    self.sources = {}
 
 
 def _side_line(result: ingest.RowResult) -> str:

@@ -25,11 +25,19 @@ def _run(ablations, seed, commit, dirty=False):
   return {**run, 'seed': seed, 'steps': 100, 'commit': commit, 'dirty': dirty}
 
 
-def test_git_state_names_the_checkout(ablations):
-  state = ablations.git_state()
-  head = subprocess.run(['git', '-C', str(ROOT), 'rev-parse', 'HEAD'], capture_output=True, text=True).stdout.strip()
-  assert state['commit'] == head and isinstance(state['dirty'], bool)
-  assert ablations.code_version(state).startswith(head[:7])
+def test_git_state_names_the_commit_and_a_changed_tracked_file(ablations, tmp_path):
+  git = lambda *a: subprocess.run(['git', '-C', str(tmp_path), *a], capture_output=True, text=True, check=True).stdout
+  git('init', '-q')
+  (tmp_path / 'code.py').write_text('x = 1\n')
+  git('add', 'code.py')
+  git('-c', 'user.name=t', '-c', 'user.email=t@t', 'commit', '-qm', 'one')
+  head = git('rev-parse', 'HEAD').strip()
+  (tmp_path / 'untracked.txt').write_text('not code')  # untracked files do not make the code differ
+  assert ablations.git_state(str(tmp_path)) == {'commit': head, 'dirty': False}
+  (tmp_path / 'code.py').write_text('x = 2\n')
+  assert ablations.git_state(str(tmp_path)) == {'commit': head, 'dirty': True}
+  assert ablations.code_version({'commit': head, 'dirty': True}) == head[:7] + '+dirty'
+  assert ablations.git_state(str(tmp_path / 'nowhere'))['commit'] == 'unknown'
 
 
 def test_mixed_commits_are_named_and_one_version_is_not(ablations):

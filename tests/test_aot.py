@@ -3,7 +3,6 @@ of the real train step, checked against independent counts (eval_shape sizes, a 
 
 import importlib.util
 import json
-import os
 import pathlib
 import subprocess
 import sys

@@ -4,7 +4,6 @@ counts), preemption agreed by two processes, multi-process parity, gs:// work an
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -21,6 +20,7 @@ from designclip_jax.train import loop
 from designclip_jax.weights import run_checkpoints
 from designclip_jax.weights.loader import load_model
 from designclip_jax.weights.model_spec import ModelSpec
+from tests.processes import free_port
 from tests.train_helpers import micro_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -132,12 +132,6 @@ def test_preempted_and_resumed_run_equals_a_straight_run(synthetic_data, tmp_pat
   jax.tree.map(lambda a, b: np.testing.assert_array_equal(a, b), resumed_params, straight_params)
 
 
-def _free_port():
-  with socket.socket() as s:
-    s.bind(('127.0.0.1', 0))
-    return s.getsockname()[1]
-
-
 def _pretrained_checkpoint(kind, tmp_path, tokenizer):
   """A random transformers CLIP directory, or an OpenAI-format ResNet CLIP file, sized to the data."""
   if kind == 'hf':
@@ -222,7 +216,7 @@ def test_sigterm_on_one_of_two_processes_stops_both_at_one_step_with_the_paramet
   same global batch of 16) after N steps. Worker counts differ per process: the batches do not. Resumed by
   one process, the run sees the batches and reaches the parameters of the uninterrupted one-process run."""
   _, _, data_dir = synthetic_data
-  workdir, port = tmp_path / 'multi', _free_port()
+  workdir, port = tmp_path / 'multi', free_port()
   env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=2', JAX_PLATFORMS='cpu')
   logs = [tmp_path / f'process{i}.log' for i in range(2)]
   procs = []

@@ -23,6 +23,7 @@ import os
 
 import jax
 import numpy as np
+from etils import epath
 from flax import nnx
 
 from designclip_jax.data import images as image_ops
@@ -32,6 +33,7 @@ from designclip_jax.data.impact import VIEWS
 from designclip_jax.data.tfds_builder import SPLITS
 from designclip_jax.eval.embed import embed_images, embed_texts
 from designclip_jax.eval.metrics import l2_normalize
+from designclip_jax.weights import run_checkpoints
 
 INDEX_FILE = 'index.json'
 FORMAT_VERSION = 1
@@ -56,20 +58,20 @@ def model_identity(source: str, clip, tokenizer, pixel_normalization: str) -> di
     h.update(np.ascontiguousarray(value).tobytes())
   h.update(json.dumps(sorted(tokenizer.hf.get_vocab().items())).encode())
   h.update(f'{tokenizer.context_length}:{pixel_normalization}'.encode())
-  return {'source': os.path.abspath(source), 'step': _checkpoint_step(source), 'fingerprint': h.hexdigest(),
+  return {'source': str(run_checkpoints.absolute(source)), 'step': _checkpoint_step(source), 'fingerprint': h.hexdigest(),
           'pixel_normalization': pixel_normalization, 'image_size': clip.config.vision.image_size,
           'embed_dim': clip.config.embed_dim}
 
 
 def _checkpoint_step(source: str):
-  from designclip_jax.weights import run_checkpoints  # pylint: disable=import-outside-toplevel
   from designclip_jax.weights.model_spec import SPEC_FILE  # pylint: disable=import-outside-toplevel
-  if not os.path.isfile(os.path.join(source, SPEC_FILE)):
+  if not epath.Path(source, SPEC_FILE).is_file():
     return None
-  mngr = run_checkpoints.manager(source, keep=None)
-  step = mngr.latest_step()
-  mngr.close()
-  return step
+  mngr = run_checkpoints.manager(source, keep=None, read_only=True)
+  try:
+    return mngr.latest_step()
+  finally:
+    mngr.close()
 
 
 def describe_model(identity: dict) -> str:

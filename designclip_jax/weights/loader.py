@@ -25,7 +25,7 @@ def load_model(path: str) -> tuple[CLIP, Tokenizer, str]:
   CLIP directory or an OpenAI-format checkpoint (tokenizer files beside it)."""
   if epath.Path(path, SPEC_FILE).is_file():  # a workdir may be a gs:// URL
     spec = ModelSpec.load(path)
-    mngr = run_checkpoints.manager(path, keep=None)
+    mngr = run_checkpoints.manager(path, keep=None, read_only=True)
     try:
       if mngr.latest_step() is None:
         raise ModelSourceError(f'{path} holds no checkpoint yet (checkpoints/ is empty)')

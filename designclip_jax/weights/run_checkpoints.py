@@ -16,9 +16,12 @@ def absolute(path) -> epath.Path:
   return path if '://' in str(path) else path.absolute()
 
 
-def manager(workdir, keep: int) -> ocp.CheckpointManager:
+def manager(workdir, keep: int | None, *, read_only: bool = False) -> ocp.CheckpointManager:
+  """``read_only`` for loading a run (eval, search): creates nothing, so a read-only mount works."""
   return ocp.CheckpointManager(absolute(workdir) / 'checkpoints',
-                               options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True))
+                               options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=not read_only,
+                                                                    read_only=read_only,
+                                                                    save_interval_steps=0 if read_only else 1))
 
 
 def step_dir(mngr: ocp.CheckpointManager, step: int) -> epath.Path:

@@ -379,6 +379,11 @@ def compile_config(config, topology: str | None = None, config_name: str = '') -
               'batch': per_device_bytes(batch)}
   hbm = chip.hbm_bytes if chip else host_memory_bytes() // len(devices)
   notes = []
+  if config.model.init and not os.path.exists(config.model.init):
+    # the checkpoint's own shapes are unknown here: a preset that differs from it (RN101 under an RN50
+    # preset) would be checked instead, so say which shapes were compiled
+    notes.append(f'model.init={config.model.init} is not on this machine: compiled the {config.model.preset} '
+                 'preset shapes instead (pass the checkpoint path to check its own)')
   start = time.perf_counter()
   lowered = step.fn.lower(model_state, opt_state, batch)
   try:

@@ -25,7 +25,7 @@ import shlex
 import shutil
 
 from designclip_jax.data import ingest
-from designclip_jax.data.tfds_builder import DATASET_NAME, DESCRIPTION, SPLITS, VERSION, features
+from designclip_jax.data.layout import DATASET_NAME, DESCRIPTION, SPLITS, VERSION, features
 
 BEAM_WORK_DIR = '.beam_work'
 

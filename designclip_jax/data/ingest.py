@@ -42,12 +42,10 @@ from designclip_jax.data import images as image_ops
 from designclip_jax.data.classes import CLASS_CODES, CLASS_NAMES, NUM_CLASSES
 from designclip_jax.data.impact import IMPACT_COLUMNS, VIEWS, PatentRow, RowError, parse_row
 from designclip_jax.data.parallel import ordered_map
-from designclip_jax.data.tfds_builder import SPLITS, dataset_dir_in, serialize, shard_name, write_metadata
+from designclip_jax.data.layout import (CLASSES_FILE, RECORD_INDEX, SPLITS, TOKENIZER_DIR, dataset_dir_in, serialize,
+                                        shard_name, write_metadata)
 
-CLASSES_FILE = 'classes.json'
 REPORT_CSV, REPORT_JSON = 'ingest_report.csv', 'ingest_report.json'
-TOKENIZER_DIR = 'tokenizer'
-RECORD_INDEX = 'record_index-{split}.npz'
 WORK_DIR = '.ingest_work'
 ROWS_PER_SHARD = 1000
 REQUIRED_COLUMNS = ('id', 'title', 'class', 'file_names', 'fig_desc', 'caption')

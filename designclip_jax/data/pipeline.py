@@ -19,9 +19,8 @@ from etils import epath
 from PIL import Image
 
 from designclip_jax.data import images as image_ops
-from designclip_jax.data.ingest import CLASSES_FILE, RECORD_INDEX, TOKENIZER_DIR
 from designclip_jax.data.impact import VIEWS
-from designclip_jax.data.tfds_builder import DATASET_NAME
+from designclip_jax.data.layout import CLASSES_FILE, DATASET_NAME, RECORD_INDEX, TOKENIZER_DIR
 
 PAIR_STRATEGIES = ('cover', 'random', 'front')
 _ANCHOR_VIEWS = (VIEWS.index('front'), VIEWS.index('perspective'))

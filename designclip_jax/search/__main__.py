@@ -13,7 +13,7 @@ import json
 import os
 import sys
 
-from designclip_jax.data.tfds_builder import SPLITS
+from designclip_jax.data.layout import SPLITS
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -30,7 +30,7 @@ from designclip_jax.data import images as image_ops
 from designclip_jax.data import pipeline
 from designclip_jax.data.classes import CLASS_CODES
 from designclip_jax.data.impact import VIEWS
-from designclip_jax.data.tfds_builder import SPLITS
+from designclip_jax.data.layout import SPLITS
 from designclip_jax.eval.embed import embed_images, embed_texts
 from designclip_jax.eval.metrics import l2_normalize
 from designclip_jax.weights import run_checkpoints

@@ -1,4 +1,5 @@
-"""The TFDS side of an ingested data set: its features, shard file names and metadata.
+"""The on-disk layout of an ingested data set: its side files, and the TFDS side (features, shard file
+names, metadata).
 
 Ingestion writes the ArrayRecord shards itself (streaming, resumable) and then describes them with
 ``tfds.folder_dataset.write_metadata``, so ``tfds.builder_from_directory`` / ``as_data_source`` open
@@ -15,6 +16,10 @@ import numpy as np
 
 from designclip_jax.data.classes import CLASS_CODES
 from designclip_jax.data.impact import VIEWS
+
+CLASSES_FILE = 'classes.json'
+TOKENIZER_DIR = 'tokenizer'
+RECORD_INDEX = 'record_index-{split}.npz'  # per record: patent id, label, view ids (read instead of records)
 
 DATASET_NAME = 'designclip_patents'
 VERSION = '1.0.0'

@@ -60,7 +60,8 @@ def test_training_evaluates_on_every_process(synthetic_data, tmp_path):
   # and the eval CLI on that training workdir with two processes (the restored model must be held by
   # every process, not only process 0's first device)
   two_args = ['--checkpoint', workdir, '--data', data_dir, '--task', *FINAL_TASKS, '--output', str(tmp_path / 'two.json')]
-  outputs = run_workers([[WORKER, str(free_port()), str(i)] + two_args for i in range(2)])
+  port = str(free_port())
+  outputs = run_workers([[WORKER, port, str(i)] + two_args for i in range(2)])
   assert 'done 0 4' in outputs[0] and 'done 1 4' in outputs[1]
   two = json.loads((tmp_path / 'two.json').read_text())
   for k, v in cli.items():

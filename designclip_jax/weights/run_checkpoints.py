@@ -17,11 +17,10 @@ def absolute(path) -> epath.Path:
 
 
 def manager(workdir, keep: int | None, *, read_only: bool = False) -> ocp.CheckpointManager:
-  """``read_only`` for loading a run (eval, search): creates nothing, so a read-only mount works."""
+  """``read_only`` for loading a run (eval, search): creates no directory, so a read-only mount works (Orbax's
+  own read_only option would log a warning on every load)."""
   return ocp.CheckpointManager(absolute(workdir) / 'checkpoints',
-                               options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=not read_only,
-                                                                    read_only=read_only,
-                                                                    save_interval_steps=0 if read_only else 1))
+                               options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=not read_only))
 
 
 def step_dir(mngr: ocp.CheckpointManager, step: int) -> epath.Path:

@@ -273,7 +273,12 @@ def test_sigterm_on_one_of_two_processes_stops_both_at_one_step_with_the_paramet
   for step in (stop, stop + 2):
     multi, _ = _final_params(str(workdir), step)
     one, _ = _final_params(str(tmp_path / 'single'), step)
-    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-5), multi, one)
+    # 2 processes sum gradients in another order (~1e-9); AdamW (eps 1e-6) turns that into up to ~1e-5 on
+    # the few parameters whose gradients are ~0 (seen: 1.1e-5 on 2 of 32 elements of one bias), so all
+    # agree within 1e-4 and nearly all within 1e-6; a wrong batch or step moves most parameters by ~lr (3e-3)
+    diffs = np.concatenate([np.abs(np.asarray(a, np.float64) - np.asarray(b, np.float64)).ravel()
+                            for a, b in zip(jax.tree.leaves(multi), jax.tree.leaves(one), strict=True)])
+    assert diffs.max() < 1e-4 and np.mean(diffs > 1e-6) < 0.01, (diffs.max(), np.mean(diffs > 1e-6))
 
 
 class _FakeBucket(LocalFileSystem):

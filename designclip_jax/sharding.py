@@ -107,6 +107,12 @@ def replicated(mesh) -> NamedSharding:
   return NamedSharding(mesh, P())
 
 
+def with_shardings(abstract_state, shardings):
+  """A state of arrays or ShapeDtypeStructs -> ShapeDtypeStructs carrying the given shardings (restore and
+  ahead-of-time compile targets; nothing allocated)."""
+  return jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), abstract_state, shardings)
+
+
 def global_batch(local_batch: dict, mesh) -> dict:
   """Host-local numpy batch (this process's rows) -> global jax.Arrays sharded over the batch axes."""
   sharding = batch_sharding(mesh)

@@ -134,11 +134,6 @@ def abstract_batch(spec: ModelSpec, global_batch: int, mesh) -> dict:
   return {k: jax.ShapeDtypeStruct(shape, dtype, sharding=placed) for k, (shape, dtype) in shapes.items()}
 
 
-def _with_shardings(abstract_state, shardings):
-  """nnx state of ShapeDtypeStructs -> the same state with each leaf's NamedSharding attached."""
-  return jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), abstract_state, shardings)
-
-
 def per_device_bytes(tree) -> int:
   """Bytes one device holds of a tree of sharded ShapeDtypeStructs (logical sizes, no layout padding)."""
   return sum(math.prod(x.sharding.shard_shape(x.shape)) * jnp.dtype(x.dtype).itemsize
@@ -372,8 +367,8 @@ def compile_config(config, topology: str | None = None, config_name: str = '') -
   abstract_model = nnx.eval_shape(lambda: spec.build(tc.seed))
   abstract_opt = nnx.eval_shape(lambda: nnx.Optimizer(spec.build(tc.seed), tx, wrt=nnx.Param))
   step = compile_step(abstract_model, abstract_opt, mesh, lambdas, micro)
-  model_state = _with_shardings(nnx.state(abstract_model), step.model_sharding)
-  opt_state = _with_shardings(nnx.state(abstract_opt), step.opt_sharding)
+  model_state = sharding.with_shardings(nnx.state(abstract_model), step.model_sharding)
+  opt_state = sharding.with_shardings(nnx.state(abstract_opt), step.opt_sharding)
   batch = abstract_batch(spec, n, mesh)
   per_chip = {'parameters': per_device_bytes(model_state), 'optimizer': per_device_bytes(opt_state),
               'batch': per_device_bytes(batch)}

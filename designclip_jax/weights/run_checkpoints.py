@@ -4,9 +4,10 @@ save/restore on the same absolute path, local or a bucket URL (gs://…)."""
 
 from __future__ import annotations
 
-import jax
 import orbax.checkpoint as ocp
 from etils import epath
+
+from designclip_jax import sharding
 
 
 def absolute(path) -> epath.Path:
@@ -33,17 +34,13 @@ def save(mngr: ocp.CheckpointManager, step: int, model_state, opt_state, meta: d
                                           meta=ocp.args.JsonSave(meta)), force=True)
 
 
-def _abstract(state, shardings):
-  return jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), state, shardings)
-
-
 def restore(mngr: ocp.CheckpointManager, step: int, model_state, model_sharding, opt_state=None,
             opt_sharding=None):
   """Restore into the given shardings; ``opt_state=None`` restores the model only (for evaluation).
   ``meta`` is returned as saved (older runs also stored a data-iterator state there; it is not used)."""
-  items = {'model': ocp.args.StandardRestore(_abstract(model_state, model_sharding)),
+  items = {'model': ocp.args.StandardRestore(sharding.with_shardings(model_state, model_sharding)),
            'meta': ocp.args.JsonRestore()}
   if opt_state is not None:
-    items['optimizer'] = ocp.args.StandardRestore(_abstract(opt_state, opt_sharding))
+    items['optimizer'] = ocp.args.StandardRestore(sharding.with_shardings(opt_state, opt_sharding))
   restored = mngr.restore(step, args=ocp.args.Composite(**items))
   return restored['model'], restored.get('optimizer') if opt_state is not None else None, restored['meta']

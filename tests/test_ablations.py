@@ -1,5 +1,6 @@
 """bench/ablations.py keeps a study to one code version: every run records its commit, and runs of mixed
-commits are refused by name unless the caller asks for a labelled table."""
+commits are refused by name unless the caller asks for a labelled table; --verify reruns a recorded run and
+fails when its numbers differ; --compare marks differences beyond the seed spread."""
 
 import importlib.util
 import json
@@ -60,15 +61,67 @@ def test_the_study_refuses_a_mixed_table_unless_told(ablations, tmp_path, monkey
   head = ablations.git_state()
   runs = {'baseline': [_run(ablations, 0, 'c' * 40)], 'full': [{**_run(ablations, 0, head['commit']),
                                                                  'dirty': head['dirty']}]}
-  (tmp_path / 'ablations_runs.json').write_text(json.dumps(runs))
-  argv = ['ablations.py', '--settings', 'baseline', 'full', '--seeds', '0', '--out', str(tmp_path)]
+  (tmp_path / ablations.RUNS_FILE).write_text(json.dumps(runs))
+  argv = ['ablations.py', '--study', 'scratch', '--settings', 'baseline', 'full', '--seeds', '0', '--out',
+          str(tmp_path)]
   monkeypatch.setattr(sys, 'argv', argv)
   with pytest.raises(SystemExit, match=r'mixes code versions.*baseline \(seeds 0\) @ ccccccc\. Rerun them'):
     ablations.main()
-  assert not (tmp_path / 'ablations.md').exists()
+  assert not (tmp_path / ablations.TABLE_MD).exists()
   monkeypatch.setattr(ablations, 'plots', lambda *args: [])
   monkeypatch.setattr(sys, 'argv', argv + ['--allow-mixed-commits'])
   ablations.main()
-  text = (tmp_path / 'ablations.md').read_text()
+  text = (tmp_path / ablations.TABLE_MD).read_text()
   assert 'Runs of several code versions' in text and '| ccccccc |' in text
   assert f'| {ablations.code_version(head)} |' in text
+
+
+def _recorded(ablations, seed):
+  return {**_run(ablations, seed, 'a' * 40), 'per_class_acc': [0.5, None, 0.25], 'batch': 48, 'learning_rate': 1e-3}
+
+
+@pytest.mark.parametrize('change, reproduced', [({}, True), ({'tail_acc': 1e-9}, False),
+                                                ({'per_class_acc': [0.5, None, 0.3]}, False),
+                                                ({'per_class_acc': [0.5, 0.0, 0.25]}, False)])
+def test_verify_reruns_the_recorded_run_and_fails_on_any_difference(ablations, tmp_path, monkeypatch, capsys,
+                                                                     change, reproduced):
+  record = _recorded(ablations, 3)
+  (tmp_path / ablations.RUNS_FILE).write_text(json.dumps({'full': [_recorded(ablations, 1), record]}))
+  calls = []
+
+  def rerun(setting, seed, steps, batch, workdir, study, init):
+    calls.append((setting, seed, steps, batch, study, init))
+    again = {k: v for k, v in record.items()}
+    for key, value in change.items():
+      again[key] = value if key == 'per_class_acc' else again[key] + value
+    return again
+
+  monkeypatch.setattr(ablations, 'run_one', rerun)
+  assert ablations.verify(str(tmp_path), 'scratch', 'full', 3, tolerance=0.0) == (0 if reproduced else 1)
+  assert calls == [('full', 3, 100, 48, 'scratch', '')]  # the recorded run's own seed, steps and batch
+  assert ('NOT reproduced' in capsys.readouterr().out) != reproduced
+  with pytest.raises(SystemExit, match='no run of .full. at seed 7'):
+    ablations.verify(str(tmp_path), 'scratch', 'full', 7, tolerance=0.0)
+
+
+def test_compare_marks_only_differences_beyond_the_seed_spread(ablations, tmp_path):
+  def study(baseline_top1, full_top1, std):
+    row = lambda top1: {m: (top1 if m == 'top1' else 0.5, std if m == 'top1' else 0.0, 5) for m in ablations.METRICS}
+    return {'table': {'baseline': row(baseline_top1), 'full': row(full_top1)}}
+  for name, content in (('scratch', study(0.30, 0.10, 0.05)), ('finetune', study(0.60, 0.65, 0.05))):
+    (tmp_path / name).mkdir()
+    (tmp_path / name / ablations.TABLE_JSON).write_text(json.dumps(content))
+  lines = ablations.compare(str(tmp_path), settings=('baseline', 'full'), metrics=('top1',)).splitlines()
+  # scratch: 0.10 vs 0.30 is beyond 0.05 + 0.05 -> down; finetune: +0.05 is within the spread
+  assert lines[3] == '| full | 0.100 ± 0.050 ↓ | 0.650 ± 0.050 ≈ |'
+  assert lines[2] == '| baseline | 0.300 ± 0.050 | 0.600 ± 0.050 |'
+
+
+@pytest.mark.slow
+def test_a_committed_scratch_run_reproduces(ablations):
+  """The real check: rerun the committed from-scratch study's baseline at seed 0 and get its numbers back
+  exactly (~1 min; the same 2-core CPU class the study ran on: XLA's reduction order depends on the machine)."""
+  out = ROOT / 'docs' / 'results' / 'scratch'
+  if not (out / ablations.RUNS_FILE).is_file():
+    pytest.skip(f'no committed study at {out}')
+  assert ablations.verify(str(out), 'scratch', 'baseline', 0, tolerance=0.0) == 0

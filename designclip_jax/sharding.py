@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import re
 
 import jax
@@ -119,19 +120,25 @@ def global_batch(local_batch: dict, mesh) -> dict:
   return {k: jax.make_array_from_process_local_data(sharding, np.asarray(v)) for k, v in local_batch.items()}
 
 
-_COLLECTIVE = re.compile(r'= (.*?) (all-gather|all-reduce|reduce-scatter|collective-permute|all-to-all)(?:-start)?\(')
-_ARRAY = re.compile(r'\b(pred|bf16|[suf]\d+)\[([\d,]*)\]')
+_COLLECTIVE = re.compile(r'= (?P<type>.+?) (?P<op>all-gather|all-reduce|reduce-scatter|all-to-all|collective-permute)'
+                         r'(?:-start)?\(')
+_ARRAY = re.compile(r'\b(?P<dtype>pred|bf16|[suf]\d+)\[(?P<dims>[\d,]*)\]')
+
+
+def array_bytes(type_text: str) -> list[int]:
+  """Bytes of each array in an HLO type: one array, or each element of a tuple."""
+  return [math.prod(int(d) for d in m['dims'].split(',') if d)
+          * (1 if m['dtype'] == 'pred' else max(1, int(m['dtype'].lstrip('bsuf')) // 8))
+          for m in _ARRAY.finditer(type_text)]
+
+
+def hlo_collective_ops(hlo_text: str) -> list[tuple[str, str, str]]:
+  """(op, result type, line) of every collective in a compiled program's HLO text; an asynchronous pair is
+  listed once, at its ``-start``."""
+  return [(m['op'], m['type'], line) for line in hlo_text.splitlines() if (m := _COLLECTIVE.search(line))]
 
 
 def hlo_collectives(hlo_text: str) -> list[tuple[str, str, int]]:
   """(op, result shape, result bytes per device) of every collective in a compiled program's HLO text
   (``compiled.as_text()``): what a sharding actually costs in communication."""
-  found = []
-  for line in hlo_text.splitlines():
-    match = _COLLECTIVE.search(line)
-    if match:
-      shape, op = match.groups()
-      size = sum((1 if dtype == 'pred' else 2 if dtype == 'bf16' else int(dtype[1:]) // 8)
-                 * int(np.prod([int(d) for d in dims.split(',') if d])) for dtype, dims in _ARRAY.findall(shape))
-      found.append((op, shape, size))
-  return found
+  return [(op, shape, sum(array_bytes(shape))) for op, shape, _ in hlo_collective_ops(hlo_text)]

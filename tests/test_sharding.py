@@ -224,3 +224,15 @@ def test_multislice_mesh_on_abstract_tpu_devices(monkeypatch):
   mesh = sharding.make_mesh(-1, 4, devices=devices, slices=2)
   assert dict(mesh.shape) == {'data': 2, 'fsdp': 4}
   assert [{d.slice_index for d in row} for row in mesh.devices] == [{0}, {1}]
+
+
+def test_hlo_collective_parsing_counts_each_async_pair_once_and_sizes_tuples():
+  hlo = '\n'.join([
+      '  %ag = (f32[4,8]{1,0}, f32[32,8]{1,0}) all-gather-start(f32[4,8]{1,0} %p), dimensions={0}',
+      '  %agd = f32[32,8]{1,0} all-gather-done((f32[4,8]{1,0}, f32[32,8]{1,0}) %ag)',
+      '  %ar = (bf16[16]{0}, s32[3]{0}, pred[5]{0}) all-reduce(bf16[16]{0} %a, s32[3]{0} %b, pred[5]{0} %c)',
+      '  %add = f32[4,8]{1,0} add(f32[4,8]{1,0} %x, f32[4,8]{1,0} %y)'])
+  assert sharding.array_bytes('(f32[4,8]{1,0}, f32[32,8]{1,0})') == [128, 1024]
+  assert sharding.array_bytes('(bf16[16]{0}, s32[3]{0}, pred[5]{0}, u8[2])') == [32, 12, 5, 2]
+  assert sharding.array_bytes('f32[]') == [4]  # a scalar
+  assert [(op, size) for op, _, size in sharding.hlo_collectives(hlo)] == [('all-gather', 1152), ('all-reduce', 49)]

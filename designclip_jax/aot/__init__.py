@@ -244,12 +244,9 @@ def _hbm_exceeded(error: Exception):
   return None
 
 
-_COLLECTIVE = re.compile(r'= (?P<type>.+?) (?P<op>all-gather|all-reduce|reduce-scatter|all-to-all|collective-permute)'
-                         r'(?:-start)?\(')
 _IOTA_GROUPS = re.compile(r'replica_groups=\[(?P<shape>[\d,]+)\]<=\[(?P<dims>[\d,]+)\](?:T\((?P<perm>[\d,]+)\))?')
 _LIST_GROUPS = re.compile(r'replica_groups=\{(?P<groups>(?:\{[\d,]*\},?)*)\}')
 _PAIRS = re.compile(r'source_target_pairs=\{(?P<pairs>[\d,{}]*)\}')
-_ARRAY = re.compile(r'\b(?P<dtype>pred|[subf]\d+|bf16)\[(?P<dims>[\d,]*)\]')
 
 
 def _ints(text: str) -> list[int]:
@@ -269,12 +266,6 @@ def _replica_groups(line: str, n: int) -> list[tuple[int, ...]]:
   if m := _PAIRS.search(line):
     return [tuple(_ints(pair)) for pair in re.findall(r'\{([\d,]*)\}', m['pairs'])]
   return [tuple(range(n))]
-
-
-def _largest_array_bytes(type_text: str) -> int:
-  sizes = [math.prod(_ints(m['dims'])) * (1 if m['dtype'] == 'pred' else max(1, int(re.sub(r'\D', '', m['dtype'])) // 8))
-           for m in _ARRAY.finditer(type_text)]
-  return max(sizes, default=0)
 
 
 _DCN = re.compile(r'= \((?P<type>.*?), token\[\]\) send\(.*_xla_megascale_transfer_type="(?P<op>[A-Z_]+)"')
@@ -303,28 +294,25 @@ def collectives(hlo_text: str, mesh) -> list[dict]:
     # the fewest axes win: with data=1, groups over data+fsdp are those over fsdp
     axis_groups.setdefault(frozenset(frozenset(g) for g in groups), '+'.join(axes))
   found = {}
-  for line in hlo_text.splitlines():
-    if m := _DCN.search(line):
-      key = ('dcn-' + m['op'].lower().replace('_', '-'), None)
-      entry = found.setdefault(key, {'op': key[0], 'axes': 'across slices', 'count': 0, 'group_size': len(
-          set(slice_of.flat)), 'within_slice': False, 'bytes': 0})
-      entry['count'] += 1
-      entry['bytes'] += _largest_array_bytes(m['type'])
-      continue
-    m = _COLLECTIVE.search(line)
-    if not m or '-done' in line.split('=')[0]:
-      continue
+  for m in filter(None, map(_DCN.search, hlo_text.splitlines())):
+    key = ('dcn-' + m['op'].lower().replace('_', '-'), None)
+    entry = found.setdefault(key, {'op': key[0], 'axes': 'across slices', 'count': 0, 'group_size': len(
+        set(slice_of.flat)), 'within_slice': False, 'bytes': 0})
+    entry['count'] += 1
+    entry['bytes'] += max(sharding.array_bytes(m['type']), default=0)
+  for op, type_text, line in sharding.hlo_collective_ops(hlo_text):
     groups = _replica_groups(line, n)
     if max(len(g) for g in groups) == 1:  # a collective over one device moves nothing
       continue
-    key = (m['op'], frozenset(frozenset(g) for g in groups))
-    entry = found.setdefault(key, {'op': m['op'], 'axes': axis_groups.get(key[1], 'other'), 'count': 0,
+    key = (op, frozenset(frozenset(g) for g in groups))
+    entry = found.setdefault(key, {'op': op, 'axes': axis_groups.get(key[1], 'other'), 'count': 0,
                                    'group_size': max(len(g) for g in groups), 'bytes': 0,
                                    # one slice: check each group; several: each program is one slice's
                                    'within_slice': n < len(flat) or all(
                                        len({slice_of.flat[i] for i in g}) == 1 for g in groups)})
     entry['count'] += 1
-    entry['bytes'] += _largest_array_bytes(m['type'])
+    # the largest array: an asynchronous start's tuple holds its operand beside its result
+    entry['bytes'] += max(sharding.array_bytes(type_text), default=0)
   return sorted(found.values(), key=lambda e: (e['op'], e['axes']))
 
 

@@ -10,7 +10,7 @@ import pytest
 from PIL import Image, ImageDraw
 
 from designclip_jax.data import images as image_ops
-from designclip_jax.eval import embed
+from designclip_jax.eval import deeppatent, embed
 from designclip_jax.eval.__main__ import main
 from designclip_jax.weights.loader import load_model
 from tests.eval_helpers import tiny_clip_dir
@@ -156,3 +156,21 @@ def test_deeppatent_usage_errors(deeppatent_tree, tiny_checkpoint, tmp_path, cap
   with pytest.raises(SystemExit):
     main(['--checkpoint', tiny_checkpoint, '--deeppatent', str(bad)])
   assert 'test_query_patent.txt:2: expected "<relative/path.png> <label>"' in capsys.readouterr().err
+
+
+def test_each_process_opens_only_its_share_and_all_agree(tmp_path, monkeypatch):
+  """Two processes, simulated: each opens every other path, and the gathered answer (which the real
+  process_allgather returns on every process) marks the broken files of both shares."""
+  paths = [str(tmp_path / f'{i}.png') for i in range(7)]
+  broken = {paths[1], paths[4]}  # one in each process's share
+  opened, shares = [], {}
+  monkeypatch.setattr(deeppatent, '_readable', lambda p: opened.append(p) or p not in broken)
+  monkeypatch.setattr(deeppatent.jax, 'process_count', lambda: 2)
+  monkeypatch.setattr(deeppatent.multihost_utils, 'process_allgather',
+                      lambda x: (shares.__setitem__(index, x), np.stack([shares.get(i, 0 * x) for i in range(2)]))[1])
+  for index in (1, 0):  # process 1's share is known when process 0 gathers
+    monkeypatch.setattr(deeppatent.jax, 'process_index', lambda: index)
+    opened.clear()
+    ok = deeppatent._readable_everywhere(paths)
+    assert opened == paths[index::2]
+  assert ok.tolist() == [p not in broken for p in paths]

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import os
 
+import jax
 import numpy as np
+from jax.experimental import multihost_utils
 from PIL import Image
 
 from designclip_jax.data import images as image_ops
@@ -58,8 +60,20 @@ def _readable(path: str) -> bool:
     return False
 
 
+def _readable_everywhere(paths: list[str]) -> np.ndarray:
+  """Which paths are readable. Each process opens only its share (every process-count-th path), then all
+  processes agree on one answer: none reads the whole list, and none goes on with a different list (which
+  would leave the others waiting in a collective)."""
+  count, index = jax.process_count(), jax.process_index()
+  unreadable = np.zeros(len(paths), bool)
+  unreadable[index::count] = [not _readable(p) for p in paths[index::count]]
+  if count > 1:
+    unreadable = np.asarray(multihost_utils.process_allgather(unreadable)).any(axis=0)
+  return ~unreadable
+
+
 def _drop_missing(root, paths, labels, skip_missing, what):
-  ok = np.array([_readable(os.path.join(root, p)) for p in paths], bool)
+  ok = _readable_everywhere([os.path.join(root, p) for p in paths])
   bad = [p for p, good in zip(paths, ok) if not good]
   if bad and not skip_missing:
     raise ValueError(f'{len(bad)} of the {len(paths)} {what} images are missing or unreadable under {root} '

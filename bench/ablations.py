@@ -8,12 +8,14 @@ each setting on the embedded synthetic set and evaluated on its held-out test sp
 
     python bench/ablations.py --study finetune   # 14 settings x 5 seeds, 100 steps x 48 -> docs/results/finetune/
     python bench/ablations.py --study scratch    # the same grid from scratch -> docs/results/scratch/
-    python bench/ablations.py --quick            # smoke test: 1 seed, 3 settings, 20 steps (not evidence)
+    python bench/ablations.py --quick            # smoke test, from scratch: 1 seed, 3 settings, 20 steps (not evidence)
     python bench/ablations.py --study finetune --verify full 3   # rerun one recorded run; compare its numbers
     python bench/ablations.py --compare          # the two studies side by side -> docs/results/comparison.md
 
-Runs go seed by seed (every setting at seed 0, then at seed 1, ...), so an interrupted study leaves whole seeds;
-finished runs are kept and the rerun resumes. Every run records the commit it ran at (and whether tracked files
+Runs go seed by seed (every setting at seed 0, then at seed 1, ...), so an interrupted study leaves whole seeds and
+at most one partial one; finished runs are kept and the rerun resumes. From nothing: --out a new directory (and,
+for the fine-tuning study, DESIGNCLIP_CACHE a new directory, so the corpus and the pretraining are redone too).
+--verify reruns fine-tuning from the cached pretrained start: it checks fine-tuning, not pretraining. Every run records the commit it ran at (and whether tracked files
 differed from it). A study of runs at more than one code version is refused, naming the runs not at the current
 one: rerun them (--rerun-stale) or tabulate anyway, each row labelled with its commits (--allow-mixed-commits).
 
@@ -69,7 +71,7 @@ STUDIES = {'scratch': {'learning_rate': 1e-3, 'warmup_steps': 10},
            'finetune': {'learning_rate': 1e-4, 'warmup_steps': 10}}
 QUICK = ('baseline', 'full', 'no_mvcl')
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-RESULTS = os.path.join('docs', 'results')
+RESULTS = os.path.join(REPO, 'docs', 'results')
 RUNS_FILE, TABLE_MD, TABLE_JSON = 'runs.json', 'table.md', 'table.json'
 
 
@@ -128,13 +130,15 @@ def run_one(setting, seed, steps, batch, workdir, study='scratch', init=''):
   from designclip_jax.weights.loader import load_model
   config = make_config(setting, seed, steps, batch, study, init)
   start = time.perf_counter()
-  train_and_evaluate(config, workdir)
+  trained = train_and_evaluate(config, workdir)
   clip, tokenizer, norm = load_model(workdir)
   data_dir = ensure_dataset(config.data)
   scores = runner.evaluate(clip, tokenizer, data_dir, 'test', runner.TASKS, progress=False, keep_arrays=True,
                            pixel_normalization=norm)
   arrays = scores.pop('_arrays')
   scores['seconds'] = time.perf_counter() - start
+  # the last logged training loss and temperature: continuous, so --verify sees drift that counts hide
+  scores.update({f'final_{k}': float(trained[k]) for k in ('loss', 'temperature') if k in trained})
   scores['per_class_acc'] = [None if np.isnan(x) else float(x) for x in arrays['per_class_acc']]
   scores['train_counts'] = pipeline.class_table(data_dir)['train_counts']
   return scores
@@ -145,12 +149,20 @@ def run_key(run: dict) -> tuple:
   return (run['seed'], run['steps'], run.get('batch', 48), run.get('learning_rate', 1e-3), run.get('init_sha256'))
 
 
+def mean_std(values) -> tuple[float, float, int]:
+  """(mean, sample standard deviation, n) of the defined values (None = undefined, e.g. no tail class)."""
+  values = [v for v in values if v is not None]
+  if not values:
+    return (float('nan'), float('nan'), 0)
+  return (float(np.mean(values)), float(np.std(values, ddof=1)) if len(values) > 1 else 0.0, len(values))
+
+
 def summarise(results):
-  """setting -> metric -> (mean, std over seeds, n), and 'code': the code versions its runs were measured at."""
+  """setting -> metric -> (mean, sample std over seeds, n), and 'code': the code versions its runs were measured
+  at."""
   table = {}
   for setting, runs in results.items():
-    table[setting] = {m: (float(np.mean([r[m] for r in runs])), float(np.std([r[m] for r in runs])), len(runs))
-                      for m in METRICS + ('seconds',)}
+    table[setting] = {m: mean_std([r.get(m) for r in runs]) for m in METRICS + ('seconds',)}
     table[setting]['code'] = ' / '.join(sorted({code_version(r) for r in runs}))
   return table
 
@@ -158,7 +170,7 @@ def summarise(results):
 def markdown(table):
   lines = ['| setting | ' + ' | '.join(METRICS) + ' | seeds | code |', '|---|' + '---|' * (len(METRICS) + 2)]
   for setting, row in table.items():
-    cells = ' | '.join(f'{row[m][0]:.3f} ± {row[m][1]:.3f}' for m in METRICS)
+    cells = ' | '.join('–' if np.isnan(row[m][0]) else f'{row[m][0]:.3f} ± {row[m][1]:.3f}' for m in METRICS)
     lines.append(f'| {setting} | {cells} | {row[METRICS[0]][2]} | {row["code"]} |')
   return '\n'.join(lines)
 
@@ -217,40 +229,62 @@ def plots(results, table, out, reference=None):
   return written
 
 
-def verify(out, study, setting, seed, tolerance) -> int:
-  """Rerun one recorded run and compare every metric and per-class accuracy with the record; 0 if all agree
-  within ``tolerance``, 1 if not."""
+def _numbers(run: dict) -> dict:
+  """Every number a run records that a rerun must reproduce (not its wall time, seed or settings)."""
+  skip = {'seconds', 'seed', 'steps', 'batch', 'learning_rate', 'dirty'}
+  return {k: v for k, v in run.items() if k not in skip and (v is None or isinstance(v, (int, float)))}
+
+
+def verify(out, setting, seed, tolerance) -> int:
+  """Rerun one recorded run (its study, steps, batch and start as recorded) and compare every number it records
+  -- each metric, the final training loss and temperature where recorded, per-class accuracy -- with the record;
+  0 if all agree within ``tolerance``, 1 if not."""
   with open(os.path.join(out, RUNS_FILE)) as f:
     runs = json.load(f)
   found = [r for r in runs.get(setting, []) if r['seed'] == seed]
   if not found:
     raise SystemExit(f'{os.path.join(out, RUNS_FILE)} has no run of {setting!r} at seed {seed}')
   record = found[0]
+  study = record.get('study', 'scratch')  # runs from before studies were named are from scratch
+  if record.get('learning_rate', 1e-3) != STUDIES[study]['learning_rate']:
+    raise SystemExit(f'the recorded run used learning rate {record["learning_rate"]}; study {study!r} now uses '
+                     f'{STUDIES[study]["learning_rate"]}: it cannot be rerun as recorded')
   init = ''
   if record.get('init_sha256'):
     info = pretrained_start.ensure()
     if info['sha256'] != record['init_sha256']:
-      print(f'warning: the pretrained start built here ({info["sha256"][:12]}) is not the one the run started '
-            f'from ({record["init_sha256"][:12]})')
+      raise SystemExit(f'the pretrained start built here ({info["sha256"][:12]}) is not the one the run started '
+                       f'from ({record["init_sha256"][:12]}): fine-tuning cannot be rerun as recorded')
     init = info['hf_dir']
   print(f'rerunning {setting} seed {seed} ({study}, recorded at {code_version(record)}; code now '
         f'{code_version(git_state())})', flush=True)
   with tempfile.TemporaryDirectory(prefix='ablate-verify-') as scratch:
     again = run_one(setting, seed, record['steps'], record.get('batch', 48), os.path.join(scratch, 'run'), study,
                     init)
-  worst = 0.0
-  print(f'| metric | recorded | rerun | |diff| |\n|---|---|---|---|')
-  for m in METRICS:
-    diff = abs(again[m] - record[m])
+  recorded, rerun = _numbers(record), _numbers(again)
+  worst, missing = 0.0, []
+  print('| number | recorded | rerun | |diff| |\n|---|---|---|---|')
+  for key, value in recorded.items():
+    if key not in rerun:
+      missing.append(key)
+      continue
+    if value is None or rerun[key] is None:
+      diff = 0.0 if value is None and rerun[key] is None else float('inf')
+    else:
+      diff = abs(rerun[key] - value)
     worst = max(worst, diff)
-    print(f'| {m} | {record[m]:.6f} | {again[m]:.6f} | {diff:.2e} |')
+    print(f'| {key} | {value} | {rerun[key]} | {diff:.2e} |')
   per_class = np.array([np.nan if x is None else x for x in again['per_class_acc']], float)
-  recorded = np.array([np.nan if x is None else x for x in record['per_class_acc']], float)
-  class_diff = float(np.nanmax(np.abs(per_class - recorded))) if np.isfinite(recorded).any() else 0.0
+  recorded_class = np.array([np.nan if x is None else x for x in record['per_class_acc']], float)
+  same_defined = np.array_equal(np.isnan(per_class), np.isnan(recorded_class))
+  class_diff = float(np.nanmax(np.abs(per_class - recorded_class))) if same_defined else float('inf')
   worst = max(worst, class_diff)
-  print(f'per-class accuracy: largest |diff| {class_diff:.2e} over {int(np.isfinite(recorded).sum())} classes')
-  ok = worst <= tolerance and np.array_equal(np.isnan(per_class), np.isnan(recorded))
-  print('reproduced' if ok else f'NOT reproduced: largest difference {worst:.3g} > tolerance {tolerance}')
+  print(f'per-class accuracy: largest |diff| {class_diff:.2e} over {int(np.isfinite(recorded_class).sum())} classes')
+  if missing:
+    print(f'not rerun: {", ".join(missing)}')
+  ok = worst <= tolerance and not missing
+  print(f'reproduced: {len(recorded) + 1} recorded numbers, largest difference {worst:.3g}' if ok else
+        f'NOT reproduced: largest difference {worst:.3g} > tolerance {tolerance}')
   return 0 if ok else 1
 
 
@@ -261,7 +295,16 @@ def compare(out_root, settings=GRID, metrics=('top1', 'balanced_acc', 'head_acc'
   for study in STUDIES:
     with open(os.path.join(out_root, study, TABLE_JSON)) as f:
       tables[study] = json.load(f)
-  lines = ['| setting | ' + ' | '.join(f'{m} scratch | {m} finetune' for m in metrics) + ' |',
+  design = {study: (t.get('steps'), t.get('batch'), t.get('seeds')) for study, t in tables.items()}
+  if len(set(map(str, design.values()))) > 1:
+    raise SystemExit(f'the studies differ in (steps, batch, seeds): {design}; rerun one so they match')
+  codes = {study: sorted({row['code'] for row in t['table'].values()}) for study, t in tables.items()}
+  at = ', '.join(f'{study}: {" / ".join(c)}' for study, c in codes.items())
+  lines = [f'Each study at code {at}; '
+           f'{design["scratch"][0]} steps x batch {design["scratch"][1]}, seeds {design["scratch"][2]}. '
+           '↑ / ↓: the change against the same study\'s baseline exceeds the seed spread (|Δ| > std + std of '
+           'the baseline, sample std); ≈: within it.', '',
+           '| setting | ' + ' | '.join(f'{m} scratch | {m} finetune' for m in metrics) + ' |',
            '|---|' + '---|' * (2 * len(metrics))]
   for setting in settings:
     cells = []
@@ -285,12 +328,14 @@ def compare(out_root, settings=GRID, metrics=('top1', 'balanced_acc', 'head_acc'
 def main():
   parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0], epilog=__doc__.split('\n\n', 1)[1],
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
-  parser.add_argument('--study', choices=list(STUDIES), default='finetune')
+  parser.add_argument('--study', choices=list(STUDIES), default=None,
+                      help='default: finetune (scratch with --quick)')
   parser.add_argument('--settings', nargs='+', default=list(GRID), choices=list(SETTINGS))
   parser.add_argument('--seeds', nargs='+', type=int, default=[0, 1, 2, 3, 4])
   parser.add_argument('--steps', type=int, default=100)
   parser.add_argument('--batch', type=int, default=48)
-  parser.add_argument('--out', default=None, help='default: docs/results/<study>')
+  parser.add_argument('--out', default=None,
+                      help='the study\'s directory (default: docs/results/<study>); with --compare, the folder of both')
   parser.add_argument('--quick', action='store_true')
   parser.add_argument('--rerun-stale', action='store_true', help='rerun finished runs made at another code version')
   parser.add_argument('--allow-mixed-commits', action='store_true',
@@ -308,6 +353,7 @@ def main():
   # every seed of a setting compiles the same programs: XLA's persistent cache makes seeds 1.. cache hits
   jax.config.update('jax_compilation_cache_dir', os.path.join(cache_root(), 'xla-cache'))
   jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.5)
+  args.study = args.study or ('scratch' if args.quick else 'finetune')
   out = args.out or os.path.join(RESULTS, args.study)
   if args.compare:
     text = compare(args.out or RESULTS)
@@ -316,7 +362,7 @@ def main():
     print(text)
     return
   if args.verify:
-    raise SystemExit(verify(out, args.study, args.verify[0], int(args.verify[1]), args.tolerance))
+    raise SystemExit(verify(out, args.verify[0], int(args.verify[1]), args.tolerance))
   if args.quick:
     args.settings, args.seeds, args.steps = list(QUICK), [0], 20
     out = os.path.join(tempfile.gettempdir(), f'ablations_quick_{args.study}')
@@ -330,11 +376,12 @@ def main():
   current = code_version(code)
   if code['dirty']:
     print(f'warning: uncommitted changes to tracked files; new runs are labelled {current}, which no commit names')
-  reference, init, init_sha = None, '', None
+  reference, init, init_sha, pretraining = None, '', None, None
   if args.study == 'finetune':
     info = pretrained_start.ensure()
     init, init_sha = info['hf_dir'], info['sha256']
     reference = {**info['scores_on_study_test_split'], 'sha256': init_sha}
+    pretraining = {k: v for k, v in info.items() if k not in ('hf_dir', 'scores_on_study_test_split')}
     print(f'fine-tuning from {init} (sha256 {init_sha[:12]}; pretraining took {info["train_seconds"]:.0f} s)')
   want = dict(steps=args.steps, batch=args.batch, learning_rate=STUDIES[args.study]['learning_rate'],
               init_sha256=init_sha)
@@ -354,7 +401,8 @@ def main():
                          args.study, init)
         scores.update(seed=seed, study=args.study, **want, **code)
         results.setdefault(setting, []).append(scores)
-        print({m: round(scores[m], 4) for m in METRICS}, f"{scores['seconds']:.0f}s", flush=True)
+        print({m: scores[m] if scores[m] is None else round(scores[m], 4) for m in METRICS},
+              f"{scores['seconds']:.0f}s", flush=True)
         with open(raw_path + '.tmp', 'w') as f:
           json.dump(results, f)
         os.replace(raw_path + '.tmp', raw_path)  # a crash mid-write keeps the previous file
@@ -379,13 +427,13 @@ def main():
             f'test split of the synthetic set; mean ± std over seeds {args.seeds}; code: the commit(s) each row '
             f'was measured at.{mixed}')
   if reference is not None:
-    ref = ' | '.join(f'{reference[m]:.3f}' for m in METRICS)
+    ref = ' | '.join('–' if reference[m] is None else f'{reference[m]:.3f}' for m in METRICS)
     md += f'\n| pretrained, not fine-tuned | {ref} | – | – |'
   with open(os.path.join(out, TABLE_MD), 'w') as f:
     f.write(f'{header}\n\n{md}\n')
   with open(os.path.join(out, TABLE_JSON), 'w') as f:
     json.dump({'study': args.study, 'steps': args.steps, 'batch': args.batch, 'learning_rate': lr,
-               'seeds': args.seeds, 'init_sha256': init_sha, 'table': table,
+               'seeds': args.seeds, 'init_sha256': init_sha, 'pretraining': pretraining, 'table': table,
                **({'reference': {m: reference[m] for m in METRICS}} if reference else {})}, f, indent=1)
   print(md)
   print('plots:', plots(selected, table, out, reference))

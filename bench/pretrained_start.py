@@ -2,13 +2,15 @@
 the tiny CLIP towers pretrained with the plain CLIP objective (image-caption InfoNCE only: no class
 information, natural sampling, no fusion head, no multi-view loss) on a synthetic corpus the study never
 evaluates on (another generator seed, 20,000 patents against the study's 1,500), then saved as a Hugging
-Face CLIP directory, so fine-tuning starts from it exactly as a user starts from OpenAI's weights
-(--config.model.init=DIR).
+Face CLIP directory, so fine-tuning starts from it as a user starts from OpenAI's weights
+(--config.model.init=DIR; add --config.model.pixel_normalization=sketch: the directory does not say how its
+towers expect drawings normalised, and the default is CLIP's).
 
     python bench/pretrained_start.py                  # build (or reuse) it; prints its path, cost and scores
 
-Deterministic: the same code builds the same weights (their sha256 is recorded). Resumable: pretraining
-resumes from its newest checkpoint after an interruption, and a finished export is reused.
+Deterministic on one machine class: the same code builds the same weights there (their sha256 is recorded;
+XLA's reduction order may differ on other CPUs). Resumable: pretraining resumes from its newest checkpoint
+after an interruption (then train_seconds counts only the last process), and a finished export is reused.
 """
 
 import hashlib

@@ -8,6 +8,7 @@ import pathlib
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -51,8 +52,11 @@ def test_mixed_commits_are_named_and_one_version_is_not(ablations):
       'baseline (seeds 0) @ aaaaaaa', 'full (seeds 0) @ bbbbbbb+dirty', 'beta=0.5 (seeds 2) @ unrecorded']
   table = ablations.summarise(mixed)
   assert table['baseline']['code'] == 'aaaaaaa / bbbbbbb'
-  assert table['baseline']['top1'] == pytest.approx((0.15, 0.05, 2))
-  assert ablations.markdown(table).splitlines()[2].endswith('| aaaaaaa / bbbbbbb |')
+  assert table['baseline']['top1'] == pytest.approx((0.15, 0.1 / 2 ** 0.5, 2))  # the sample std (n - 1)
+  assert ablations.markdown(table).splitlines()[2].endswith('| 2 | aaaaaaa / bbbbbbb |')
+  undefined = ablations.summarise({'full': [{**_run(ablations, 0, new), 'tail_acc': None},
+                                            {**_run(ablations, 1, new), 'tail_acc': None}]})
+  assert np.isnan(undefined['full']['tail_acc'][0]) and '| – |' in ablations.markdown(undefined)
 
 
 def test_the_study_refuses_a_mixed_table_unless_told(ablations, tmp_path, monkeypatch, capsys):
@@ -77,44 +81,69 @@ def test_the_study_refuses_a_mixed_table_unless_told(ablations, tmp_path, monkey
 
 
 def _recorded(ablations, seed):
-  return {**_run(ablations, seed, 'a' * 40), 'per_class_acc': [0.5, None, 0.25], 'batch': 48, 'learning_rate': 1e-3}
+  return {**_run(ablations, seed, 'a' * 40), 'per_class_acc': [0.5, None, 0.25], 'batch': 48, 'learning_rate': 1e-3,
+          'top5': 0.75, 'final_loss': 2.25}
 
 
-@pytest.mark.parametrize('change, reproduced', [({}, True), ({'tail_acc': 1e-9}, False),
+@pytest.mark.parametrize('change, reproduced', [({}, True), ({'tail_acc': 1e-9}, False), ({'final_loss': 1e-6}, False),
+                                                ({'top5': 0.01}, False), ({'final_loss': None}, False),
                                                 ({'per_class_acc': [0.5, None, 0.3]}, False),
                                                 ({'per_class_acc': [0.5, 0.0, 0.25]}, False)])
 def test_verify_reruns_the_recorded_run_and_fails_on_any_difference(ablations, tmp_path, monkeypatch, capsys,
                                                                      change, reproduced):
+  """Every number the record holds is compared (not only the tabulated metrics): a count-based metric can
+  stay put while the weights drift, the final training loss cannot."""
   record = _recorded(ablations, 3)
   (tmp_path / ablations.RUNS_FILE).write_text(json.dumps({'full': [_recorded(ablations, 1), record]}))
   calls = []
 
   def rerun(setting, seed, steps, batch, workdir, study, init):
     calls.append((setting, seed, steps, batch, study, init))
-    again = {k: v for k, v in record.items()}
+    again = dict(record)
     for key, value in change.items():
-      again[key] = value if key == 'per_class_acc' else again[key] + value
+      if value is None:
+        del again[key]  # a number the rerun no longer produces
+      else:
+        again[key] = value if key == 'per_class_acc' else again[key] + value
     return again
 
   monkeypatch.setattr(ablations, 'run_one', rerun)
-  assert ablations.verify(str(tmp_path), 'scratch', 'full', 3, tolerance=0.0) == (0 if reproduced else 1)
-  assert calls == [('full', 3, 100, 48, 'scratch', '')]  # the recorded run's own seed, steps and batch
+  assert ablations.verify(str(tmp_path), 'full', 3, tolerance=0.0) == (0 if reproduced else 1)
+  assert calls == [('full', 3, 100, 48, 'scratch', '')]  # the recorded run's own seed, steps, batch and study
   assert ('NOT reproduced' in capsys.readouterr().out) != reproduced
   with pytest.raises(SystemExit, match='no run of .full. at seed 7'):
-    ablations.verify(str(tmp_path), 'scratch', 'full', 7, tolerance=0.0)
+    ablations.verify(str(tmp_path), 'full', 7, tolerance=0.0)
+
+
+def test_verify_reruns_a_fine_tuning_run_from_its_own_pretrained_start(ablations, tmp_path, monkeypatch):
+  record = {**_recorded(ablations, 0), 'study': 'finetune', 'learning_rate': 1e-4, 'init_sha256': 'f' * 64}
+  (tmp_path / ablations.RUNS_FILE).write_text(json.dumps({'baseline': [record]}))
+  calls = []
+  monkeypatch.setattr(ablations, 'run_one', lambda *args: calls.append(args[5:]) or dict(record))
+  monkeypatch.setattr(ablations.pretrained_start, 'ensure', lambda: {'sha256': 'f' * 64, 'hf_dir': '/pre'})
+  assert ablations.verify(str(tmp_path), 'baseline', 0, tolerance=0.0) == 0
+  assert calls == [('finetune', '/pre')]
+  monkeypatch.setattr(ablations.pretrained_start, 'ensure', lambda: {'sha256': 'e' * 64, 'hf_dir': '/other'})
+  with pytest.raises(SystemExit, match='not the one the run started from'):
+    ablations.verify(str(tmp_path), 'baseline', 0, tolerance=0.0)
 
 
 def test_compare_marks_only_differences_beyond_the_seed_spread(ablations, tmp_path):
   def study(baseline_top1, full_top1, std):
-    row = lambda top1: {m: (top1 if m == 'top1' else 0.5, std if m == 'top1' else 0.0, 5) for m in ablations.METRICS}
-    return {'table': {'baseline': row(baseline_top1), 'full': row(full_top1)}}
+    row = lambda top1: {**{m: (top1 if m == 'top1' else 0.5, std if m == 'top1' else 0.0, 5)
+                           for m in ablations.METRICS}, 'code': 'abcdef0'}
+    return {'steps': 100, 'batch': 48, 'seeds': [0, 1], 'table': {'baseline': row(baseline_top1), 'full': row(full_top1)}}
   for name, content in (('scratch', study(0.30, 0.10, 0.05)), ('finetune', study(0.60, 0.65, 0.05))):
     (tmp_path / name).mkdir()
     (tmp_path / name / ablations.TABLE_JSON).write_text(json.dumps(content))
   lines = ablations.compare(str(tmp_path), settings=('baseline', 'full'), metrics=('top1',)).splitlines()
   # scratch: 0.10 vs 0.30 is beyond 0.05 + 0.05 -> down; finetune: +0.05 is within the spread
-  assert lines[3] == '| full | 0.100 ± 0.050 ↓ | 0.650 ± 0.050 ≈ |'
-  assert lines[2] == '| baseline | 0.300 ± 0.050 | 0.600 ± 0.050 |'
+  assert lines[0].startswith('Each study at code scratch: abcdef0, finetune: abcdef0; 100 steps x batch 48')
+  assert lines[5] == '| full | 0.100 ± 0.050 ↓ | 0.650 ± 0.050 ≈ |'
+  assert lines[4] == '| baseline | 0.300 ± 0.050 | 0.600 ± 0.050 |'
+  (tmp_path / 'finetune' / ablations.TABLE_JSON).write_text(json.dumps({**study(0.6, 0.65, 0.05), 'steps': 50}))
+  with pytest.raises(SystemExit, match='differ in'):
+    ablations.compare(str(tmp_path), settings=('baseline', 'full'), metrics=('top1',))
 
 
 @pytest.mark.slow
@@ -124,4 +153,4 @@ def test_a_committed_scratch_run_reproduces(ablations):
   out = ROOT / 'docs' / 'results' / 'scratch'
   if not (out / ablations.RUNS_FILE).is_file():
     pytest.skip(f'no committed study at {out}')
-  assert ablations.verify(str(out), 'scratch', 'baseline', 0, tolerance=0.0) == 0
+  assert ablations.verify(str(out), 'baseline', 0, tolerance=0.0) == 0

@@ -231,7 +231,7 @@ def plots(results, table, out, reference=None):
 
 def _numbers(run: dict) -> dict:
   """Every number a run records that a rerun must reproduce (not its wall time, seed or settings)."""
-  skip = {'seconds', 'seed', 'steps', 'batch', 'learning_rate', 'dirty'}
+  skip = {'seconds', 'seed', 'steps', 'batch', 'learning_rate', 'dirty', 'init_sha256'}  # settings, not results
   return {k: v for k, v in run.items() if k not in skip and (v is None or isinstance(v, (int, float)))}
 
 

@@ -82,7 +82,7 @@ def test_the_study_refuses_a_mixed_table_unless_told(ablations, tmp_path, monkey
 
 def _recorded(ablations, seed):
   return {**_run(ablations, seed, 'a' * 40), 'per_class_acc': [0.5, None, 0.25], 'batch': 48, 'learning_rate': 1e-3,
-          'top5': 0.75, 'final_loss': 2.25}
+          'top5': 0.75, 'final_loss': 2.25, 'study': 'scratch', 'init_sha256': None}  # as run_one + main record
 
 
 @pytest.mark.parametrize('change, reproduced', [({}, True), ({'tail_acc': 1e-9}, False), ({'final_loss': 1e-6}, False),
@@ -99,7 +99,9 @@ def test_verify_reruns_the_recorded_run_and_fails_on_any_difference(ablations, t
 
   def rerun(setting, seed, steps, batch, workdir, study, init):
     calls.append((setting, seed, steps, batch, study, init))
-    again = dict(record)
+    # what run_one returns: the scores, not the run's settings and commit (main adds those)
+    again = {k: v for k, v in record.items() if k not in ('study', 'init_sha256', 'seed', 'steps', 'batch',
+                                                          'learning_rate', 'commit', 'dirty')}
     for key, value in change.items():
       if value is None:
         del again[key]  # a number the rerun no longer produces

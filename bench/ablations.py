@@ -15,7 +15,9 @@ each setting on the embedded synthetic set and evaluated on its held-out test sp
 Runs go seed by seed (every setting at seed 0, then at seed 1, ...), so an interrupted study leaves whole seeds and
 at most one partial one; finished runs are kept and the rerun resumes. From nothing: --out a new directory (and,
 for the fine-tuning study, DESIGNCLIP_CACHE a new directory, so the corpus and the pretraining are redone too).
---verify reruns fine-tuning from the cached pretrained start: it checks fine-tuning, not pretraining. Every run records the commit it ran at (and whether tracked files
+--verify reruns fine-tuning from the cached pretrained start: it checks fine-tuning, not pretraining. Exact
+agreement needs the study's machine class and device count (the studies ran on one CPU device; forcing 8 host
+devices splits the embedding and moves mAP by ~1e-6). Every run records the commit it ran at (and whether tracked files
 differed from it). A study of runs at more than one code version is refused, naming the runs not at the current
 one: rerun them (--rerun-stale) or tabulate anyway, each row labelled with its commits (--allow-mixed-commits).
 

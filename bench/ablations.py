@@ -323,7 +323,8 @@ def compare(out_root, settings=GRID, metrics=('top1', 'balanced_acc', 'head_acc'
     lines.append(f'| {setting} | ' + ' | '.join(cells) + ' |')
   if 'reference' in tables['finetune']:
     ref = tables['finetune']['reference']
-    lines.append('| pretrained, not fine-tuned | ' + ' | '.join(f'– | {ref[m]:.3f}' for m in metrics) + ' |')
+    lines.append('| pretrained, not fine-tuned | ' + ' | '.join('– | –' if ref[m] is None else f'– | {ref[m]:.3f}'
+                                                              for m in metrics) + ' |')
   return '\n'.join(lines)
 
 

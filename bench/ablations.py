@@ -127,7 +127,6 @@ def make_config(setting, seed, steps, batch, study='scratch', init=''):
 def run_one(setting, seed, steps, batch, workdir, study='scratch', init=''):
   from designclip_jax.data import pipeline
   from designclip_jax.data.prepare import ensure_dataset
-  from designclip_jax.eval import runner
   from designclip_jax.train.loop import train_and_evaluate
   from designclip_jax.weights.loader import load_model
   config = make_config(setting, seed, steps, batch, study, init)
@@ -135,13 +134,10 @@ def run_one(setting, seed, steps, batch, workdir, study='scratch', init=''):
   trained = train_and_evaluate(config, workdir)
   clip, tokenizer, norm = load_model(workdir)
   data_dir = ensure_dataset(config.data)
-  scores = runner.evaluate(clip, tokenizer, data_dir, 'test', runner.TASKS, progress=False, keep_arrays=True,
-                           pixel_normalization=norm)
-  arrays = scores.pop('_arrays')
+  scores = pretrained_start.test_scores(clip, tokenizer, data_dir, norm)
   scores['seconds'] = time.perf_counter() - start
   # the last logged training loss and temperature: continuous, so --verify sees drift that counts hide
   scores.update({f'final_{k}': float(trained[k]) for k in ('loss', 'temperature') if k in trained})
-  scores['per_class_acc'] = [None if np.isnan(x) else float(x) for x in arrays['per_class_acc']]
   scores['train_counts'] = pipeline.class_table(data_dir)['train_counts']
   return scores
 

@@ -54,12 +54,21 @@ def sha256(path: str) -> str:
   return digest.hexdigest()
 
 
+def test_scores(clip, tokenizer, data_dir: str, pixel_normalization: str, progress: bool = False) -> dict:
+  """Every eval task on the test split, with per-class zero-shot accuracy (None for a class without test
+  patents): how the study scores its runs and the pretrained start alike."""
+  from designclip_jax.eval import runner
+  scores = runner.evaluate(clip, tokenizer, data_dir, 'test', runner.TASKS, progress=progress, keep_arrays=True,
+                           pixel_normalization=pixel_normalization)
+  scores['per_class_acc'] = [None if x != x else float(x) for x in scores.pop('_arrays')['per_class_acc']]
+  return scores
+
+
 def ensure(out: str | None = None, progress: bool = True) -> dict:
   """Pretrain (or resume, or reuse) and export; returns the record of what was built: the HF directory, the
   weights' sha256, what pretraining cost, and how the exported model scores on the study's test split
   before any fine-tuning (the study's 'pretrained' row)."""
   from designclip_jax.data.prepare import ensure_dataset
-  from designclip_jax.eval import runner
   from designclip_jax.train.loop import train_and_evaluate
   from designclip_jax.weights import hf_format
   from designclip_jax.weights.loader import load_model
@@ -83,9 +92,7 @@ def ensure(out: str | None = None, progress: bool = True) -> dict:
   from designclip_jax.train.config import base_config
   study_data = base_config().data
   study_data.context_length = config.data.context_length
-  scores = runner.evaluate(clip, tokenizer, ensure_dataset(study_data), 'test', runner.TASKS, progress=progress,
-                           keep_arrays=True, pixel_normalization=PIXEL_NORMALIZATION)
-  scores['per_class_acc'] = [None if x != x else float(x) for x in scores.pop('_arrays')['per_class_acc']]
+  scores = test_scores(clip, tokenizer, ensure_dataset(study_data), PIXEL_NORMALIZATION, progress)
   from designclip_jax.data import pipeline
   info = {'hf_dir': hf_dir, 'sha256': sha256(os.path.join(hf_dir, WEIGHTS)),
           'pixel_normalization': PIXEL_NORMALIZATION,

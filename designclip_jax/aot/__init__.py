@@ -283,8 +283,8 @@ def collectives(hlo_text: str, mesh) -> list[dict]:
   first = slice_of.flat[0]
   # positions of the first slice's devices (all of them with one slice), numbered in mesh order
   local = np.full(slice_of.shape, -1)
-  local[slice_of == first] = np.arange(int(np.sum(slice_of == first)))
   n = int(np.sum(slice_of == first))
+  local[slice_of == first] = np.arange(n)
   names = mesh.axis_names
   axis_groups = {}  # device groups of each subset of mesh axes, to name what a collective spans
   for mask in range(1, 2 ** len(names)):

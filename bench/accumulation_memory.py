@@ -27,7 +27,7 @@ def compiled_step(clip_cfg, batch, micro, allocate=False):
   from designclip_jax import sharding
   from designclip_jax.train.config import base_config
   from designclip_jax.weights.model_spec import ModelSpec
-  from designclip_jax.train.step import compile_step, init_state, make_optimizer
+  from designclip_jax.train.step import jit_train_step, init_state, make_optimizer
   train_cfg = base_config().train
   train_cfg.learning_rate, train_cfg.warmup_steps = 1e-4, 0
   spec = ModelSpec(clip=clip_cfg, num_classes=33, tokenizer_dir='', fusion_width=256)
@@ -39,10 +39,10 @@ def compiled_step(clip_cfg, batch, micro, allocate=False):
     am = nnx.eval_shape(spec.build)
     ao = nnx.eval_shape(lambda: nnx.Optimizer(spec.build(), tx, wrt=nnx.Param))
     model_state, opt_state = nnx.state(am), nnx.state(ao)
-  step = compile_step(am, ao, mesh, LAMBDAS, micro)
+  step = jit_train_step(am, ao, mesh, LAMBDAS, micro)
   host = common.batch(clip_cfg, batch)
   if allocate:
-    return step, model_state, opt_state, sharding.global_batch(host, mesh)
+    return step, model_state, opt_state, sharding.host_local_to_global(host, mesh)
   abstract_batch = {k: jax.ShapeDtypeStruct(v.shape, jnp.asarray(v).dtype) for k, v in host.items()}
   return step.fn.lower(model_state, opt_state, abstract_batch).compile()
 

@@ -27,7 +27,7 @@ def batch(clip_cfg, n, seed=0):
   return {'image': rng.standard_normal((n, size, size, 3), dtype=np.float32),
           'view': rng.standard_normal((n, size, size, 3), dtype=np.float32), 'tokens': tokens,
           'label': rng.integers(0, 33, n).astype(np.int32), 'weight': np.ones(n, np.float32),
-          'patent': np.arange(n, dtype=np.int32)}
+          'record': np.arange(n, dtype=np.int32)}
 
 
 def torch_clip(clip_cfg):

@@ -24,7 +24,7 @@ LAMBDAS = (1.0, 0.1, 0.2)
 MiB = 2 ** 20
 
 
-def compile_step(clip_cfg, batch, data, fsdp, dtype, remat):
+def jit_train_step(clip_cfg, batch, data, fsdp, dtype, remat):
   import jax
 
   from designclip_jax import sharding
@@ -65,7 +65,7 @@ def main():
   for mesh in args.meshes:
     data, fsdp = map(int, mesh.split('x'))
     start = time.perf_counter()
-    compiled, batch_bytes = compile_step(clip_cfg, args.batch, data, fsdp, args.dtype, args.remat)
+    compiled, batch_bytes = jit_train_step(clip_cfg, args.batch, data, fsdp, args.dtype, args.remat)
     seconds = time.perf_counter() - start
     mem = compiled.memory_analysis()
     found = sharding.hlo_collectives(compiled.as_text())

@@ -62,13 +62,13 @@ def step_throughput(preset_name, batch, remat, steps, peak, model_flops=None):
   from designclip_jax.models import preset
   from designclip_jax.train.config import base_config
   from designclip_jax.weights.model_spec import ModelSpec
-  from designclip_jax.train.step import compile_step, init_state, make_optimizer
+  from designclip_jax.train.step import jit_train_step, init_state, make_optimizer
   cfg = base_config().train
   spec = ModelSpec(clip=preset(preset_name), num_classes=33, tokenizer_dir='', dtype='bfloat16', remat=remat)
   mesh = sharding.make_mesh(-1, 1)
   am, ao, ms, os_ = init_state(spec.build, make_optimizer(cfg), mesh)
-  step = compile_step(am, ao, mesh, (1.0, 0.1, 0.2))
-  gb = sharding.global_batch(common.batch(spec.clip, batch), mesh)
+  step = jit_train_step(am, ao, mesh, (1.0, 0.1, 0.2))
+  gb = sharding.host_local_to_global(common.batch(spec.clip, batch), mesh)
   t0 = time.perf_counter()
   compiled = step.fn.lower(ms, os_, gb).compile()  # run this executable: jit's own cache would compile again
   flops = common.flops_of(compiled)  # per device

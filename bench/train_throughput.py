@@ -3,7 +3,7 @@ torch.optim.AdamW, same shapes, same batch, float32, on this machine's CPU.
 
     python bench/train_throughput.py [--configs tiny mid] [--steps 10] [--no-compile]
 
-The JAX side is the real training step (train.step.compile_step) with only L_CACL on (λ = 0, 1, 0),
+The JAX side is the real training step (train.step.jit_train_step) with only L_CACL on (λ = 0, 1, 0),
 i.e. the standard CLIP objective the reference optimises. Warm-up excluded; steps of the two
 alternate so machine drift hits both; medians reported. MFU = XLA's FLOP count of the step /
 step time / float32 matmul peak measured in the same run. Peak memory is each side's peak RSS
@@ -29,14 +29,14 @@ def jax_step(clip_cfg, n):
   from designclip_jax import sharding
   from designclip_jax.train.config import base_config
   from designclip_jax.weights.model_spec import ModelSpec
-  from designclip_jax.train.step import compile_step, init_state, make_optimizer
+  from designclip_jax.train.step import jit_train_step, init_state, make_optimizer
   train_cfg = base_config().train
   train_cfg.learning_rate, train_cfg.warmup_steps = 1e-4, 0
   spec = ModelSpec(clip=clip_cfg, num_classes=33, tokenizer_dir='', head='linear')
   mesh = sharding.make_mesh(1, 1, devices=jax.devices()[:1])
   am, ao, ms, os_ = init_state(spec.build, make_optimizer(train_cfg), mesh)
-  step = compile_step(am, ao, mesh, LAMBDAS)
-  gb = sharding.global_batch(common.batch(clip_cfg, n), mesh)
+  step = jit_train_step(am, ao, mesh, LAMBDAS)
+  gb = sharding.host_local_to_global(common.batch(clip_cfg, n), mesh)
   flops = common.flops_of(step.fn.lower(ms, os_, gb).compile())
   state = {'m': ms, 'o': os_}
 

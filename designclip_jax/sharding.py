@@ -114,7 +114,7 @@ def with_shardings(abstract_state, shardings):
   return jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), abstract_state, shardings)
 
 
-def global_batch(local_batch: dict, mesh) -> dict:
+def host_local_to_global(local_batch: dict, mesh) -> dict:
   """Host-local numpy batch (this process's rows) -> global jax.Arrays sharded over the batch axes."""
   sharding = batch_sharding(mesh)
   return {k: jax.make_array_from_process_local_data(sharding, np.asarray(v)) for k, v in local_batch.items()}

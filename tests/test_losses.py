@@ -152,12 +152,12 @@ def test_logit_scale_clamped_after_the_update_can_come_back_down(micro_batches):
   cap = np.float32(losses.MAX_LOGIT_SCALE)
   scale = model_state['clip']['logit_scale']
   scale[...] = jax.device_put(cap, scale[...].sharding)
-  step = train_step.compile_step(abstract_model, abstract_opt, mesh, (0.0, 0.0, 1.0), micro_batches)
+  step = train_step.jit_train_step(abstract_model, abstract_opt, mesh, (0.0, 0.0, 1.0), micro_batches)
   batch = _batch()
   scales, temperatures = [], []
   for view in (batch['image'], np.roll(batch['image'], 1, axis=0)):
     model_state, opt_state, metrics = step(model_state, opt_state,
-                                           sharding.global_batch({**batch, 'view': view}, mesh))
+                                           sharding.host_local_to_global({**batch, 'view': view}, mesh))
     scales.append(float(model_state['clip']['logit_scale'][...]))
     temperatures.append(float(metrics['temperature']))
   assert scales[0] == cap and temperatures[0] == pytest.approx(0.01, rel=1e-6)

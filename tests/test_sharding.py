@@ -33,12 +33,12 @@ def _batch(n=16):
   rng = np.random.default_rng(0)
   tokens = rng.integers(2, 60, (n, 8)).astype(np.int32)
   tokens[:, 6] = 1
-  patent = np.arange(n, dtype=np.int32)
-  patent[3] = patent[9]  # a duplicate patent across device shards
+  record = np.arange(n, dtype=np.int32)
+  record[3] = record[9]  # a duplicate record across device shards
   return dict(image=rng.normal(size=(n, 32, 32, 3)).astype(np.float32),
               view=rng.normal(size=(n, 32, 32, 3)).astype(np.float32), tokens=tokens,
               label=rng.integers(0, 33, n).astype(np.int32), weight=rng.uniform(0.3, 3, n).astype(np.float32),
-              patent=patent)
+              record=record)
 
 
 @functools.lru_cache(maxsize=None)  # the one-device reference serves several tests
@@ -52,7 +52,7 @@ def _run(mesh_shape, lambdas, tower='vit'):
   spec = _spec(tower)
   abstract_model, abstract_opt, model_state, opt_state = train_step.init_state(spec.build, tx, mesh)
   graphdef = nnx.graphdef(abstract_model)
-  batch = sharding.global_batch(_batch(), mesh)
+  batch = sharding.host_local_to_global(_batch(), mesh)
 
   @jax.jit
   def grads_of(model_state, batch):
@@ -62,7 +62,7 @@ def _run(mesh_shape, lambdas, tower='vit'):
     return loss, terms, grads
 
   loss, terms, grads = jax.device_get(grads_of(model_state, batch))
-  compiled = train_step.compile_step(abstract_model, abstract_opt, mesh, lambdas)
+  compiled = train_step.jit_train_step(abstract_model, abstract_opt, mesh, lambdas)
   model_state, opt_state, _ = compiled(model_state, opt_state, batch)
   sharded_leaves = [x for x in jax.tree.leaves(model_state) if not x.sharding.is_fully_replicated]
   return float(loss), terms, nnx.to_pure_dict(grads), jax.device_get(nnx.to_pure_dict(model_state)), sharded_leaves
@@ -133,8 +133,8 @@ def _run_accumulated(mesh_shape, lambdas, micro_batches, tower='vit'):
   cfg.learning_rate, cfg.warmup_steps, cfg.steps = 1e-3, 0, 10
   tx = train_step.make_optimizer(cfg)
   abstract_model, abstract_opt, model_state, opt_state = train_step.init_state(_spec(tower).build, tx, mesh)
-  compiled = train_step.compile_step(abstract_model, abstract_opt, mesh, lambdas, micro_batches)
-  model_state, _, metrics = compiled(model_state, opt_state, sharding.global_batch(_batch(), mesh))
+  compiled = train_step.jit_train_step(abstract_model, abstract_opt, mesh, lambdas, micro_batches)
+  model_state, _, metrics = compiled(model_state, opt_state, sharding.host_local_to_global(_batch(), mesh))
   metrics = jax.device_get(metrics)
   return float(metrics['loss']), metrics, jax.device_get(nnx.to_pure_dict(model_state))
 

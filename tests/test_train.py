@@ -24,7 +24,7 @@ from tests.processes import free_port
 from tests.train_helpers import micro_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-_GLOBAL_BATCH = sharding.global_batch  # the real one, before any recorder wraps it
+_GLOBAL_BATCH = sharding.host_local_to_global  # the real one, before any recorder wraps it
 
 
 def _final_params(workdir, step=None):
@@ -39,7 +39,7 @@ def _final_params(workdir, step=None):
 
 
 class BatchRecorder:
-  """Wraps sharding.global_batch to record what each step saw, optionally altering one step."""
+  """Wraps sharding.host_local_to_global to record what each step saw, optionally altering one step."""
 
   def __init__(self, monkeypatch, on_call=None):
     self.seen, self.on_call = [], on_call
@@ -47,12 +47,12 @@ class BatchRecorder:
 
     def wrapped(local, mesh):
       index = len(self.seen)
-      self.seen.append(local['patent'].copy())
+      self.seen.append(local['record'].copy())
       if self.on_call:
         local = self.on_call(index, local)
       return original(local, mesh)
 
-    monkeypatch.setattr(loop.sharding, 'global_batch', wrapped)
+    monkeypatch.setattr(loop.sharding, 'host_local_to_global', wrapped)
 
 
 def _losses(workdir):

@@ -171,7 +171,7 @@ class TrainTransform:
         'image': pixels(first), 'view': pixels(second),
         'tokens': self.tokenizer([caption])[0],
         'label': np.int32(label), 'weight': self.loss_weights[label],
-        'patent': np.int32(record_index), 'view_ids': np.array([record['views'][first], record['views'][second]],
+        'record': np.int32(record_index), 'view_ids': np.array([record['views'][first], record['views'][second]],
                                                                 np.int32),
     }
 

@@ -28,7 +28,7 @@ from designclip_jax.data import pipeline
 from designclip_jax.data.prepare import ensure_dataset
 from designclip_jax.weights import run_checkpoints
 from designclip_jax.weights.model_spec import ModelSpec, spec_from_config
-from designclip_jax.train.step import compile_step, init_state, make_optimizer
+from designclip_jax.train.step import jit_train_step, init_state, make_optimizer
 
 
 # The CLI's exit status after a preemption checkpoint (EX_TEMPFAIL in sysexits.h: "try again later"), so a
@@ -179,7 +179,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
                      f'x train.micro_batches={micro}, and by the {jax.process_count()} processes')
   tx = make_optimizer(tc)
   abstract_model, abstract_opt, model_state, opt_state = init_state(lambda: spec.build(tc.seed), tx, mesh)
-  step_fn = compile_step(abstract_model, abstract_opt, mesh, lambdas, micro)
+  step_fn = jit_train_step(abstract_model, abstract_opt, mesh, lambdas, micro)
   if spec.pretrained:
     model_state = _load_pretrained_towers(model_state, step_fn.model_sharding, spec)
 
@@ -210,7 +210,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
   step = start
   try:
     while step < tc.steps and not preemption.requested:
-      batch = sharding.global_batch(next(iterator), mesh)
+      batch = sharding.host_local_to_global(next(iterator), mesh)
       model_state, opt_state, metrics = step_fn(model_state, opt_state, batch)
       if pending is not None:  # check the previous step while this one runs
         host_metrics = _check_finite(*pending)

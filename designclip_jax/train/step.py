@@ -74,9 +74,9 @@ def loss_terms(outputs, batch, logit_scale, lambdas, mesh):
   if lambdas[0]:
     terms['cacls'] = losses.weighted_cross_entropy(outputs['class_logits'], batch['label'], w)
   if lambdas[1]:
-    terms['cacl'] = global_contrastive_loss(outputs['image'], outputs['text'], batch['patent'], w, logit_scale, mesh)
+    terms['cacl'] = global_contrastive_loss(outputs['image'], outputs['text'], batch['record'], w, logit_scale, mesh)
   if lambdas[2]:
-    terms['mvcl'] = global_contrastive_loss(outputs['image'], outputs['view'], batch['patent'], w, logit_scale, mesh)
+    terms['mvcl'] = global_contrastive_loss(outputs['image'], outputs['view'], batch['record'], w, logit_scale, mesh)
   return terms
 
 
@@ -174,7 +174,7 @@ def accumulated_train_step(model: DesignCLIP, optimizer: nnx.Optimizer, batch, *
 
 
 @dataclasses.dataclass
-class CompiledStep:
+class JittedTrainStep:
   """train_step jitted over (model state, optimizer state) with explicit shardings and donation."""
   model_graph: nnx.GraphDef
   opt_graph: nnx.GraphDef
@@ -186,7 +186,7 @@ class CompiledStep:
     return self.fn(model_state, opt_state, batch)
 
 
-def compile_step(abstract_model, abstract_opt, mesh, lambdas, micro_batches: int = 1) -> CompiledStep:
+def jit_train_step(abstract_model, abstract_opt, mesh, lambdas, micro_batches: int = 1) -> JittedTrainStep:
   model_graph, model_state = nnx.split(abstract_model)
   opt_graph, opt_state = nnx.split(abstract_opt)
   model_sharding = sharding.state_shardings(model_state, mesh)
@@ -205,14 +205,14 @@ def compile_step(abstract_model, abstract_opt, mesh, lambdas, micro_batches: int
 
   fn = jax.jit(pure_step, in_shardings=(model_sharding, opt_sharding, sharding.batch_sharding(mesh)),
                out_shardings=(model_sharding, opt_sharding, sharding.replicated(mesh)), donate_argnums=(0, 1))
-  return CompiledStep(model_graph, opt_graph, model_sharding, opt_sharding, fn)
+  return JittedTrainStep(model_graph, opt_graph, model_sharding, opt_sharding, fn)
 
 
 def lower_step(make_model: Callable[[], DesignCLIP], tx, mesh, lambdas, batch_shapes: dict, micro_batches: int = 1):
   """The jitted train step lowered from shapes alone (nothing allocated); ``.compile()`` then gives XLA's
   memory and cost analysis of the real step on ``mesh`` (whose devices may be abstract)."""
   abstract_model, abstract_opt = _abstract_state(make_model, tx)
-  step = compile_step(abstract_model, abstract_opt, mesh, lambdas, micro_batches)
+  step = jit_train_step(abstract_model, abstract_opt, mesh, lambdas, micro_batches)
   rows = sharding.batch_sharding(mesh)
   batch = {k: jax.ShapeDtypeStruct(v.shape, v.dtype, sharding=rows) for k, v in batch_shapes.items()}
   return step.fn.lower(nnx.state(abstract_model), nnx.state(abstract_opt), batch)

@@ -14,6 +14,8 @@ from flax import nnx
 from ml_collections import ConfigDict
 
 from designclip_jax import aot
+from designclip_jax.aot import compile as aot_compile
+from designclip_jax.aot import report as aot_report
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 needs_libtpu = pytest.mark.skipif(importlib.util.find_spec('libtpu') is None,
@@ -123,7 +125,7 @@ def test_bad_topology_and_batch_are_clear_errors():
     ('x = f32[8]{0} all-reduce(f32[8]{0} y), replica_groups={}, to_apply=add', [(0, 1, 2, 3)]),
 ])
 def test_replica_groups(line, groups):
-  assert aot._replica_groups(line, 4) == groups  # pylint: disable=protected-access
+  assert aot_report._replica_groups(line, 4) == groups  # pylint: disable=protected-access
 
 
 def _mesh(slices: int):
@@ -173,7 +175,7 @@ def test_collectives_across_slices():
 ])
 def test_hbm_exceeded_messages(message, expected):
   """Both wordings of XLA:TPU's compile-time out-of-memory error (the first one seen from libtpu 0.0.42.1)."""
-  assert aot._hbm_exceeded(RuntimeError(message)) == (pytest.approx(expected) if expected else None)  # pylint: disable=protected-access
+  assert aot_compile._hbm_exceeded(RuntimeError(message)) == (pytest.approx(expected) if expected else None)  # pylint: disable=protected-access
 
 
 @pytest.mark.slow

@@ -14,11 +14,35 @@ from PIL import Image
 INK_THRESHOLD = 128
 CLIP_MEAN = np.array([0.48145466, 0.4578275, 0.40821073], np.float32)
 CLIP_STD = np.array([0.26862954, 0.26130258, 0.27577711], np.float32)
+# Drawings past this many pixels are refused before decoding: a 45 KB PNG can declare 200 megapixels (a
+# decompression bomb). A letter-size sheet scanned at 600 dpi is 34 MP; IMPACT's sheets are about 2 MP.
+MAX_PIXELS = 50_000_000
+
+
+class ImageTooLargeError(ValueError):
+  """An image whose header declares more than ``MAX_PIXELS`` pixels; nothing of it was decoded."""
+
+
+def open_image(data: bytes | str) -> Image.Image:
+  """Open TIFF / PNG / JPEG bytes or a path, reading only the header; past ``MAX_PIXELS`` it is refused."""
+  try:
+    image = Image.open(io.BytesIO(data) if isinstance(data, bytes) else data)
+  except Image.DecompressionBombError:  # PIL's own limit, 2 x Image.MAX_IMAGE_PIXELS, is far past ours
+    image, size = None, f'more than {2 * Image.MAX_IMAGE_PIXELS / 1e6:.0f} megapixels'
+  else:
+    size = f'{image.width:,} x {image.height:,} pixels'
+  if image is None or image.width * image.height > MAX_PIXELS:
+    if image is not None:
+      image.close()
+    where = '' if isinstance(data, bytes) else f'{data}: '
+    raise ImageTooLargeError(f'{where}{size} is past the limit of {MAX_PIXELS / 1e6:g} megapixels (a decompression '
+                             'bomb or a needlessly fine scan; designclip_jax.data.images.MAX_PIXELS)')
+  return image
 
 
 def load_gray(data: bytes | str) -> Image.Image:
-  """Open TIFF / PNG / JPEG bytes or a path as 8-bit grayscale (ink dark on white)."""
-  image = Image.open(io.BytesIO(data) if isinstance(data, bytes) else data)
+  """Open TIFF / PNG / JPEG bytes or a path as 8-bit grayscale (ink dark on white); see ``open_image``."""
+  image = open_image(data)
   image.load()
   return image.convert('L')
 

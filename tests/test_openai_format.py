@@ -118,11 +118,12 @@ def test_gelu_checkpoint_takes_its_activation_from_the_file_or_the_caller(tmp_pa
   designclip_jax.save_openai(model, str(tmp_path / 'export'))  # the export says it too
   assert error(designclip_jax.from_pretrained(str(tmp_path / 'export'))) <= 1e-5
 
-  scripted = save_torchscript(ref, tmp_path / 'gelu.pt', kwargs['image_resolution'])  # module class names say
-  assert error(designclip_jax.from_pretrained(scripted)) <= 1e-5
+  # module class names say (archives of this test's own making: trusted explicitly, see test_untrusted_...)
+  scripted = save_torchscript(ref, tmp_path / 'gelu.pt', kwargs['image_resolution'])
+  assert error(designclip_jax.from_pretrained(scripted, trust_torchscript=True)) <= 1e-5
   quick = make_openai_clip(vocab_size=VOCAB, **MODELS['resnet-96px'])  # OpenAI's own: QuickGELU
   scripted = save_torchscript(quick, tmp_path / 'quick.pt', MODELS['resnet-96px']['image_resolution'])
-  assert hf_format.load_config(scripted).text.act == 'quick_gelu'
+  assert hf_format.load_config(scripted, trust_torchscript=True).text.act == 'quick_gelu'
 
 
 def test_resnet_presets_have_openai_tensor_names_and_shapes():
@@ -164,6 +165,82 @@ def test_save_pretrained_refuses_a_resnet_and_bad_files_are_named(tmp_path):
   (tmp_path / 'notes.pt').write_text('not a checkpoint')
   with pytest.raises(ValueError, match='notes.pt is not a PyTorch checkpoint'):
     designclip_jax.from_pretrained(str(tmp_path / 'notes.pt'))
+
+
+def test_openai_allowlist_is_the_hashes_of_clip_load():
+  """The SHA-256 allowlist equals the hashes in the download URLs of the openai-clip package's clip/clip.py
+  (_MODELS), the ones its _download checks; read from the file, not imported (it imports torchvision)."""
+  from tests.openai_reference import openai_model_module
+  source = open(openai_model_module().__file__.replace('model.py', 'clip.py')).read()
+  urls = re.findall(r'"(https://openaipublic[^"]+)"', source[source.index('_MODELS'):])
+  assert len(urls) == 9
+  assert openai_format.OPENAI_RELEASED_SHA256 == {u.split('/')[-2]: u.split('/')[-1] for u in urls}
+
+
+class _WritesAMarker:
+  """A pickled object whose unpickling runs code: it writes ``marker``."""
+
+  def __init__(self, marker):
+    self.marker = str(marker)
+
+  def __reduce__(self):
+    return exec, (f'open({self.marker!r}, "w").write("code ran")',)
+
+
+class _ScriptedCode(torch.nn.Module):
+  """A TorchScript module whose __setstate__, run by torch.jit.load, prints: code inside an archive."""
+
+  def __init__(self):
+    super().__init__()
+    self.weight = torch.zeros(3)
+
+  def forward(self, x):
+    return x + self.weight
+
+  @torch.jit.export
+  def __getstate__(self):
+    return (self.weight, self.training)
+
+  @torch.jit.export
+  def __setstate__(self, state: tuple[torch.Tensor, bool]):
+    print('code in the archive ran')
+    self.weight = state[0]
+    self.training = state[1]
+
+
+def _refused(path, expected, **kwargs):
+  with pytest.raises(ValueError) as e:
+    designclip_jax.from_pretrained(path, **kwargs)
+  assert str(e.value).startswith(path) and expected in str(e.value), str(e.value)
+  assert '\n' not in str(e.value)
+
+
+def test_untrusted_files_are_refused_before_any_of_their_code_runs(tmp_path, capfd, monkeypatch):
+  """Pickles that run code and TorchScript archives that are not OpenAI's released files are refused in one
+  line, and nothing in them runs; OpenAI's files (by SHA-256) and archives trusted explicitly load."""
+  marker = tmp_path / 'marker'
+  evil = str(tmp_path / 'evil.pt')
+  torch.save({'token_embedding.weight': _WritesAMarker(marker)}, evil)
+  _refused(evil, 'is not a PyTorch checkpoint of tensors (torch.load(weights_only=True) refused it: '
+           'UnpicklingError: Unsupported global: GLOBAL exec was not an allowed global by default)')
+  assert not marker.exists()
+
+  scripted = str(tmp_path / 'scripted.pt')
+  torch.jit.save(torch.jit.script(_ScriptedCode()), scripted)
+  _refused(scripted, "is a TorchScript archive (code that runs as it loads) and not one of OpenAI's released CLIP "
+           'files (by SHA-256): refused')
+  assert 'code in the archive ran' not in capfd.readouterr().out
+  _refused(scripted, 'is not an OpenAI-format CLIP state dict', trust_torchscript=True)  # asked for: it runs
+  assert 'code in the archive ran' in capfd.readouterr().out
+
+  kwargs = MODELS['resnet-96px']
+  ref = make_openai_clip(vocab_size=VOCAB, **kwargs)
+  clip_archive = save_torchscript(ref, tmp_path / 'RN.pt', kwargs['image_resolution'])
+  _refused(clip_archive, 'refused')
+  monkeypatch.setitem(openai_format.OPENAI_RELEASED_SHA256, openai_format.sha256(clip_archive), 'RN.pt')
+  model = designclip_jax.from_pretrained(clip_archive)  # as if it were one of OpenAI's files: no flag needed
+  pixels, ids = _inputs(kwargs['image_resolution'])
+  assert _rel_err(np.asarray(model.encode_image(jnp.asarray(pixels))), torch_forward(ref, pixels, ids)[0]) <= 1e-5
 
 
 def test_batch_statistics_mode_matches_torch_batchnorm_in_train_mode(tmp_path):

@@ -107,12 +107,13 @@ def config_to_hf(cfg: CLIPConfig):
       projection_dim=cfg.embed_dim, logit_scale_init_value=cfg.logit_scale_init)
 
 
-def load_config(path: str, activation: str | None = None) -> CLIPConfig:
+def load_config(path: str, activation: str | None = None, trust_torchscript: bool = False) -> CLIPConfig:
   """Tower shapes of an HF directory (config.json) or an OpenAI-format checkpoint (read off its tensors).
   ``activation`` ('quick_gelu' or 'gelu') is required for an OpenAI-format file that does not say which
-  (``openai_format.activation``); where the checkpoint says, it must agree."""
+  (``openai_format.activation``); where the checkpoint says, it must agree. ``trust_torchscript``: see
+  ``openai_format.read_state_dict``."""
   if openai_format.is_openai_checkpoint(path):
-    shapes, declared = openai_format.read_shapes(path)
+    shapes, declared = openai_format.read_shapes(path, trust_torchscript)
     return openai_format.config_from_shapes(shapes, openai_format.activation(path, declared, activation))
   config_file = os.path.join(path, 'config.json')
   if not os.path.isfile(config_file):
@@ -150,11 +151,12 @@ def read_safetensors(path: str) -> dict[str, np.ndarray]:
                           'checkpoints must first be re-saved as safetensors')
 
 
-def read_checkpoint(path: str, activation: str | None = None) -> tuple[CLIPConfig, dict[str, np.ndarray]]:
+def read_checkpoint(path: str, activation: str | None = None,
+                    trust_torchscript: bool = False) -> tuple[CLIPConfig, dict[str, np.ndarray]]:
   """A checkpoint's config and its tensors under HF-style names, whichever format it is in (weights read
-  once); ``activation`` as in ``load_config``."""
+  once); ``activation`` and ``trust_torchscript`` as in ``load_config``."""
   if openai_format.is_openai_checkpoint(path):
-    state, declared = openai_format.read_state_dict(path)
+    state, declared = openai_format.read_state_dict(path, trust_torchscript)
     act = openai_format.activation(path, declared, activation)
     config = openai_format.config_from_shapes({k: v.shape for k, v in state.items()}, act)
     return config, openai_format.to_hf_names(state)
@@ -204,16 +206,17 @@ def pool_at_tokenizer_eos(config: CLIPConfig, tokenizer) -> CLIPConfig:
 
 
 def from_pretrained(path: str, *, dtype=jnp.float32, remat: bool = False, tokenizer=None,
-                    activation: str | None = None) -> CLIP:
+                    activation: str | None = None, trust_torchscript: bool = False) -> CLIP:
   """Load an HF CLIP directory or an OpenAI-format checkpoint into an NNX ``CLIP`` (float32 params from any
   stored dtype, ``dtype`` compute). With ``tokenizer``, argmax text pooling becomes pooling at its EOS
   (``pool_at_tokenizer_eos``); without, the checkpoint's own rule is kept. ``activation`` ('quick_gelu' or
   'gelu') is required for an OpenAI-format file that does not say which (a plain state dict without open_clip's
-  config beside it); where the checkpoint says, it must agree."""
+  config beside it); where the checkpoint says, it must agree. ``trust_torchscript=True`` loads a TorchScript
+  archive that is not one of OpenAI's released files, running its code (``openai_format.read_state_dict``)."""
   path = os.fspath(path)
   if not os.path.exists(path):
     raise FileNotFoundError(f'checkpoint {path!r} does not exist')
-  config, tensors = read_checkpoint(path, activation)
+  config, tensors = read_checkpoint(path, activation, trust_torchscript)
   if tokenizer is not None:
     config = pool_at_tokenizer_eos(config, tokenizer)
   abstract = nnx.eval_shape(lambda: CLIP(config, dtype=dtype, remat=remat, rngs=nnx.Rngs(0)))

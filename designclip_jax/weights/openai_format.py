@@ -10,13 +10,19 @@ The tensors do not say which activation the transformer MLPs use: OpenAI's model
 open_clip's use GELU. It is taken from where the checkpoint says it (the module class names of a
 TorchScript archive, as OpenAI's released .pt files are; open_clip's ``open_clip_config.json`` beside
 the weights) or from the caller; a checkpoint that says nothing, loaded without one, is an error.
+
+A TorchScript archive is code, run as it loads (its modules' ``__setstate__``). Only OpenAI's released files,
+recognised by their SHA-256, are loaded as TorchScript without being asked (``trust_torchscript``); every other
+.pt/.bin goes through ``torch.load(weights_only=True)``, which unpickles tensors and plain containers only.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
+import zipfile
 
 import numpy as np
 
@@ -29,6 +35,19 @@ OPEN_CLIP_CONFIG = 'open_clip_config.json'  # open_clip's model description, bes
 ACTIVATIONS = ('quick_gelu', 'gelu')
 _TORCH_ACTIVATIONS = {'QuickGELU': 'quick_gelu', 'GELU': 'gelu'}  # class names of the modules at *.mlp.gelu
 _NON_TENSORS = {'input_resolution', 'context_length', 'vocab_size'}  # scalars OpenAI's .pt files carry
+# SHA-256 of OpenAI's released CLIP checkpoints: the hashes their download URLs carry, which clip.load checks
+# (openai/CLIP clip/clip.py, _MODELS and _download).
+OPENAI_RELEASED_SHA256 = {
+    'afeb0e10f9e5a86da6080e35cf09123aca3b358a0c3e3b6c78a7b63bc04b6762': 'RN50.pt',
+    '8fa8567bab74a42d41c5915025a8e4538c3bdbe8804a470a72f30b0d94fab599': 'RN101.pt',
+    '7e526bd135e493cef0776de27d5f42653e6b4c8bf9e0f653bb11773263205fdd': 'RN50x4.pt',
+    '52378b407f34354e150460fe41077663dd5b39c54cd0bfd2b27167a4a06ec9aa': 'RN50x16.pt',
+    'be1cfb55d75a9666199fb2206c106743da0f6468c9d327f3e0d0a543a9919d9c': 'RN50x64.pt',
+    '40d365715913c9da98579312b702a82c18be219cc2a73407c4526f58eba950af': 'ViT-B-32.pt',
+    '5806e77cd80f8b59890b7e101eabd078d9fb84e6937f9e85e4ecb61988df416f': 'ViT-B-16.pt',
+    'b8cca3fd41ae0c99ba7e8951adf17d267cdb84cd88be6f7c2e0eca1737a03836': 'ViT-L-14.pt',
+    '3035c92b350959924f9f00213499208652fc7ea050643e8b385c2dac08641f02': 'ViT-L-14-336px.pt',
+}
 
 # Per transformer block: OpenAI sub-name <-> HF sub-name (attn.in_proj_* is split/fused separately).
 _BLOCK = [('ln_1.', 'layer_norm1.'), ('ln_2.', 'layer_norm2.'), ('mlp.c_fc.', 'mlp.fc1.'),
@@ -79,9 +98,11 @@ def load_safetensors(file: str) -> dict[str, np.ndarray]:
   return load_file(file)
 
 
-def read_state_dict(path: str) -> tuple[dict[str, np.ndarray], str | None]:
+def read_state_dict(path: str, trust_torchscript: bool = False) -> tuple[dict[str, np.ndarray], str | None]:
   """Tensors of an OpenAI-format checkpoint as float32 numpy (.pt/.bin need torch, .safetensors does not),
-  and the activation the checkpoint itself declares (None when it does not: see ``activation``)."""
+  and the activation the checkpoint itself declares (None when it does not: see ``activation``).
+  ``trust_torchscript``: load a TorchScript archive that is not one of OpenAI's released files (it runs
+  the archive's code)."""
   file = _weights_file(path)
   if file.endswith('.safetensors'):
     state, declared = load_safetensors(file), None
@@ -90,31 +111,49 @@ def read_state_dict(path: str) -> tuple[dict[str, np.ndarray], str | None]:
       import torch  # pylint: disable=import-outside-toplevel
     except ImportError as e:
       raise ImportError(f'reading {file} needs PyTorch (pip install torch); or convert it to .safetensors') from e
-    state, declared = _read_torch_file(file, torch)
+    state, declared = _read_torch_file(file, torch, trust_torchscript)
     state = {k: v.float().numpy() for k, v in state.items()}
   return {k: np.asarray(v, np.float32) for k, v in _clean(state, file).items()}, declared
 
 
-def read_shapes(path: str) -> tuple[dict[str, tuple[int, ...]], str | None]:
+def read_shapes(path: str, trust_torchscript: bool = False) -> tuple[dict[str, tuple[int, ...]], str | None]:
   """Tensor shapes only (from the safetensors header without reading any weights; a .pt is read whole), and
   the activation the checkpoint declares, as ``read_state_dict``."""
   file = _weights_file(path)
   if not file.endswith('.safetensors'):
-    state, declared = read_state_dict(path)
+    state, declared = read_state_dict(path, trust_torchscript)
     return {k: v.shape for k, v in state.items()}, declared
   from safetensors import safe_open  # pylint: disable=import-outside-toplevel
   with safe_open(file, framework='np') as f:
     return _clean({k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}, file), None
 
 
-def _read_torch_file(path: str, torch) -> tuple[dict, str | None]:
+def _is_torchscript(path: str) -> bool:
+  """A zip archive with TorchScript's constants.pkl (as torch.serialization recognises one)."""
+  if not zipfile.is_zipfile(path):
+    return False
+  with zipfile.ZipFile(path) as archive:
+    return any(name.rsplit('/', 1)[-1] == 'constants.pkl' for name in archive.namelist())
+
+
+def sha256(path: str) -> str:
+  digest = hashlib.sha256()
+  with open(path, 'rb') as f:
+    for block in iter(lambda: f.read(1 << 22), b''):
+      digest.update(block)
+  return digest.hexdigest()
+
+
+def _read_torch_file(path: str, torch, trust_torchscript: bool) -> tuple[dict, str | None]:
   """OpenAI's released files are TorchScript archives, which keep each module's class name (and so the
   activation); open_clip's .bin are plain (maybe wrapped) state dicts, which do not."""
-  try:
+  if _is_torchscript(path):
+    if not trust_torchscript and sha256(path) not in OPENAI_RELEASED_SHA256:
+      raise ValueError(
+          f"{path} is a TorchScript archive (code that runs as it loads) and not one of OpenAI's released CLIP "
+          'files (by SHA-256): refused. If you trust its source, load it once with '
+          'from_pretrained(path, trust_torchscript=True) and save_openai() it as safetensors')
     archive = torch.jit.load(path, map_location='cpu')
-  except RuntimeError:
-    pass
-  else:
     names = {m.original_name for name, m in archive.named_modules() if name.endswith('mlp.gelu')}
     if len(names) > 1 or not names <= _TORCH_ACTIVATIONS.keys():
       raise ValueError(f'{path}: TorchScript MLP activation modules {sorted(names)}; expected one of '
@@ -122,8 +161,11 @@ def _read_torch_file(path: str, torch) -> tuple[dict, str | None]:
     return archive.state_dict(), _TORCH_ACTIVATIONS[names.pop()] if names else None  # none: not a CLIP (_clean)
   try:
     state = torch.load(path, map_location='cpu', weights_only=True)
-  except Exception as e:  # pickle, zip and torch errors alike: name the file
-    raise ValueError(f'{path} is not a PyTorch checkpoint: {e.__class__.__name__}: {e}') from e
+  except Exception as e:  # pickle, zip and torch errors alike: name the file, in one line
+    reason = re.search(r'WeightsUnpickler error: ([^\n]*)', str(e))
+    detail = (reason.group(1) if reason else str(e).strip().split('\n')[0]).split('. ')[0]  # not torch's advice
+    raise ValueError(f'{path} is not a PyTorch checkpoint of tensors (torch.load(weights_only=True) refused it: '
+                     f'{e.__class__.__name__}: {detail})') from None
   if not isinstance(state, dict):
     raise ValueError(f'{path} holds a {type(state).__name__}, not a state dict')
   return state.get('state_dict', state), None

@@ -14,6 +14,7 @@ from designclip_jax.data import images as image_ops
 from designclip_jax.data import ingest, pipeline, synthetic
 from designclip_jax.data.classes import CLASS_CODES, class_index
 from designclip_jax.data.impact import parse_row, parse_view
+from designclip_jax.data.layout import REPORT_CSV, REPORT_JSON, SPLITS
 from designclip_jax.data.tokenizer import Tokenizer
 from tests.ingest_cases import plant_bad_rows
 
@@ -144,7 +145,7 @@ def test_ingestion_reports_exactly_the_planted_bad_rows(synthetic_data, tmp_path
   summary = ingest.ingest(str(bad_csv), str(raw_copy), str(tmp_path / 'out'), image_size=32, workers=2,
                           progress=False)
   ingest.print_summary(summary)
-  with open(tmp_path / 'out' / ingest.REPORT_CSV, newline='') as f:
+  with open(tmp_path / 'out' / REPORT_CSV, newline='') as f:
     report = list(csv.DictReader(f))
   got = {(int(r['row']), r['patent_id']): (r['action'], r['reason']) for r in report}
   assert set(got) == set(expected)
@@ -154,7 +155,7 @@ def test_ingestion_reports_exactly_the_planted_bad_rows(synthetic_data, tmp_path
   skipped = sum(1 for a, _ in expected.values() if a == 'skipped')
   assert summary['rows_skipped'] == skipped
   assert sum(summary['patents_ingested'].values()) == n_rows - skipped
-  with open(tmp_path / 'out' / ingest.REPORT_JSON) as f:
+  with open(tmp_path / 'out' / REPORT_JSON) as f:
     assert json.load(f)['rows_skipped'] == skipped
   printed = capsys.readouterr().out
   assert 'row 3 ' in printed and 'unknown class' in printed
@@ -162,7 +163,7 @@ def test_ingestion_reports_exactly_the_planted_bad_rows(synthetic_data, tmp_path
 
 def test_splits_are_disjoint_by_patent_and_class_table_counts_train(synthetic_data):
   _, _, data_dir = synthetic_data
-  ids = {s: [r['patent_id'] for r in pipeline.eval_records(data_dir, s)] for s in ingest.SPLITS}
+  ids = {s: [r['patent_id'] for r in pipeline.eval_records(data_dir, s)] for s in SPLITS}
   assert all(len(v) == len(set(v)) for v in ids.values())
   assert not set(ids['train']) & set(ids['validation'])
   assert not set(ids['train']) & set(ids['test'])

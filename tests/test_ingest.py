@@ -16,6 +16,8 @@ import numpy as np
 import pytest
 
 from designclip_jax.data import ingest, pipeline
+from designclip_jax.data.ingest import __main__ as ingest_cli
+from designclip_jax.data.layout import CLASSES_FILE, REPORT_CSV, SPLITS
 from tests.ingest_cases import plant_bad_rows
 
 ROWS, BLOCK, SIZE = 40, 10, 32
@@ -50,10 +52,10 @@ def _contents(out):
   for name in sorted(os.listdir(dataset_dir)):
     with open(os.path.join(dataset_dir, name), 'rb') as f:
       files[name] = hashlib.sha256(f.read()).hexdigest()
-  for name in (ingest.REPORT_CSV, ingest.CLASSES_FILE):
+  for name in (REPORT_CSV, CLASSES_FILE):
     with open(os.path.join(out, name), 'rb') as f:
       files[name] = hashlib.sha256(f.read()).hexdigest()
-  for split in ingest.SPLITS:
+  for split in SPLITS:
     index = pipeline.record_index(out, split)
     files[f'index-{split}'] = [index.patent_id.tolist(), index.label.tolist(), index.view_offsets.tolist(),
                                index.views.tolist()]
@@ -61,7 +63,7 @@ def _contents(out):
 
 
 def _records(out):
-  return {s: list(pipeline.eval_records(out, s)) for s in ingest.SPLITS}
+  return {s: list(pipeline.eval_records(out, s)) for s in SPLITS}
 
 
 def test_killed_ingest_resumes_to_identical_bytes_whatever_the_worker_count(small_csv, reference, tmp_path):
@@ -87,11 +89,11 @@ def test_killed_ingest_resumes_to_identical_bytes_whatever_the_worker_count(smal
 def test_finished_output_is_refused_unless_overwrite(small_csv, reference, tmp_path, capsys):
   args = ['--csv', small_csv[0], '--images', small_csv[1], '--out', reference, '--image-size', str(SIZE)]
   with pytest.raises(SystemExit) as e:
-    ingest.main(args)
+    ingest_cli.main(args)
   assert 'already holds a finished data set' in str(e.value) and reference in str(e.value)
   out = str(tmp_path / 'out')
   ingest.ingest(*small_csv, out, image_size=SIZE, workers=1, rows_per_shard=BLOCK, progress=False)
-  ingest.main(['--csv', small_csv[0], '--images', small_csv[1], '--out', out, '--image-size', str(SIZE),
+  ingest_cli.main(['--csv', small_csv[0], '--images', small_csv[1], '--out', out, '--image-size', str(SIZE),
                '--workers', '1', '--rows-per-shard', str(BLOCK), '--overwrite'])
   assert _contents(out) == _contents(reference)
   assert 'rows_read: 40' in capsys.readouterr().out
@@ -122,7 +124,7 @@ def _bad_input(kind, small_csv, tmp_path):
 def test_bad_input_is_a_one_line_error_naming_the_file(kind, small_csv, tmp_path):
   csv_path, images, named = _bad_input(kind, small_csv, tmp_path)
   with pytest.raises(SystemExit) as e:
-    ingest.main(['--csv', csv_path, '--images', images, '--out', str(tmp_path / 'out')])
+    ingest_cli.main(['--csv', csv_path, '--images', images, '--out', str(tmp_path / 'out')])
   message = str(e.value)
   assert message.startswith('error: ') and named in message and '\n' not in message
 
@@ -167,7 +169,7 @@ def test_drawings_in_a_yearly_zip_beside_the_csv_give_the_same_records(small_csv
 
 def test_record_index_matches_the_records(synthetic_data):
   _, _, data_dir = synthetic_data
-  for split in ingest.SPLITS:
+  for split in SPLITS:
     index = pipeline.record_index(data_dir, split)
     records = list(pipeline.eval_records(data_dir, split))
     assert list(index.patent_id) == [r['patent_id'] for r in records]
@@ -178,7 +180,7 @@ def test_record_index_matches_the_records(synthetic_data):
 
 def test_beam_pipeline_gives_the_streaming_records_and_report(synthetic_data, tmp_path):
   pytest.importorskip('apache_beam', reason="apache-beam not installed (pip install '.[beam]')")
-  from designclip_jax.data import beam_ingest
+  from designclip_jax.data.ingest.beam import ingest_beam
   csv_path, raw_dir, _ = synthetic_data
   raw_copy = tmp_path / 'raw'
   shutil.copytree(raw_dir, raw_copy)
@@ -186,17 +188,17 @@ def test_beam_pipeline_gives_the_streaming_records_and_report(synthetic_data, tm
   expected, _ = plant_bad_rows(csv_path, str(raw_copy), bad_csv)
   streamed, beamed = str(tmp_path / 'streamed'), str(tmp_path / 'beamed')
   a = ingest.ingest(bad_csv, str(raw_copy), streamed, image_size=SIZE, workers=2, rows_per_shard=50, progress=False)
-  b = beam_ingest.ingest_beam(bad_csv, str(raw_copy), beamed, image_size=SIZE,
-                              beam_options='--direct_num_workers=2 --direct_running_mode=multi_processing')
+  b = ingest_beam(bad_csv, str(raw_copy), beamed, image_size=SIZE,
+                  beam_options='--direct_num_workers=2 --direct_running_mode=multi_processing')
   assert _records(beamed) == _records(streamed)
-  for name in (ingest.REPORT_CSV, ingest.CLASSES_FILE):
+  for name in (REPORT_CSV, CLASSES_FILE):
     with open(os.path.join(streamed, name)) as f, open(os.path.join(beamed, name)) as g:
       assert f.read() == g.read()
-  with open(os.path.join(beamed, ingest.REPORT_CSV), newline='') as f:
+  with open(os.path.join(beamed, REPORT_CSV), newline='') as f:
     assert {(int(r['row']), r['patent_id']) for r in csv.DictReader(f)} == set(expected)
   assert {k: v for k, v in a.items() if k not in ('dataset_dir', 'issues')} == \
       {k: v for k, v in b.items() if k not in ('dataset_dir', 'issues')}
-  for split in ingest.SPLITS:
+  for split in SPLITS:
     for field in ('patent_id', 'label', 'view_offsets', 'views'):
       np.testing.assert_array_equal(getattr(pipeline.record_index(beamed, split), field),
                                     getattr(pipeline.record_index(streamed, split), field))

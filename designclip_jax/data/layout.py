@@ -3,7 +3,7 @@ names, metadata).
 
 Ingestion writes the ArrayRecord shards itself (streaming, resumable) and then describes them with
 ``tfds.folder_dataset.write_metadata``, so ``tfds.builder_from_directory`` / ``as_data_source`` open
-the result like any TFDS data set; the Beam path (``beam_ingest``) writes the same layout through
+the result like any TFDS data set; the Beam path (``ingest.beam``) writes the same layout through
 TFDS's own Beam writer.
 """
 
@@ -20,6 +20,7 @@ from designclip_jax.data.impact import VIEWS
 CLASSES_FILE = 'classes.json'
 TOKENIZER_DIR = 'tokenizer'
 RECORD_INDEX = 'record_index-{split}.npz'  # per record: patent id, label, view ids (read instead of records)
+REPORT_CSV, REPORT_JSON = 'ingest_report.csv', 'ingest_report.json'  # every skipped or repaired row; the summary
 
 DATASET_NAME = 'designclip_patents'
 VERSION = '1.0.0'

@@ -1,4 +1,4 @@
-"""The ingestion of ``ingest.py`` as an Apache Beam pipeline, through TFDS's Beam support.
+"""The streaming ingestion's stages as an Apache Beam pipeline, through TFDS's Beam support.
 
     python -m designclip_jax.data.ingest --csv 'impact/*.csv' --images impact/ --out DATA_DIR \
         --beam-runner DirectRunner --beam-options='--direct_num_workers=4 --direct_running_mode=multi_processing'
@@ -24,18 +24,21 @@ import os
 import shlex
 import shutil
 
-from designclip_jax.data import ingest
-from designclip_jax.data.layout import DATASET_NAME, DESCRIPTION, SPLITS, VERSION, features
-
-BEAM_WORK_DIR = '.beam_work'
+from designclip_jax.data.ingest.csv_rows import check_inputs, duplicate_issue, parse_csv
+from designclip_jax.data.ingest.drawings import load_patent
+from designclip_jax.data.ingest.finish import finish
+from designclip_jax.data.ingest.rows import IngestError, RowItem, RowResult
+from designclip_jax.data.ingest.sources import ImageSource, images_location
+from designclip_jax.data.ingest.writer import BEAM_WORK_DIR, block_meta, prepare_output
+from designclip_jax.data.layout import DATASET_NAME, DESCRIPTION, SPLITS, VERSION, dataset_dir_in, features
 
 
 def _parse_file(indexed_path, images):
   csv_index, path = indexed_path
-  return ingest.parse_csv(path, csv_index, ingest.images_location(images, path))
+  return parse_csv(path, csv_index, images_location(images, path))
 
 
-def _group_key(item: ingest.RowItem) -> str:
+def _group_key(item: RowItem) -> str:
   """Accepted rows meet their duplicates by id; rejected rows pass through on their own."""
   return item.patent_id if item.patent is not None else f'\0{item.key}'
 
@@ -45,7 +48,7 @@ def _keep_first(group):
   _, items = group
   items = sorted(items, key=lambda x: x.key)
   for item in items[1:]:
-    item.issues, item.patent = [ingest.duplicate_issue(items[0].csv_file, items[0].row)], None
+    item.issues, item.patent = [duplicate_issue(items[0].csv_file, items[0].row)], None
   return items
 
 
@@ -56,15 +59,15 @@ class _LoadPatents:
 
   def __init__(self, image_size: int):
     self.image_size = image_size
-    self.sources: dict[str, ingest.ImageSource] = {}
+    self.sources: dict[str, ImageSource] = {}
 
   def setup(self):
     self.sources = {}
 
-  def process(self, item: ingest.RowItem):
+  def process(self, item: RowItem):
     if item.images not in self.sources:
-      self.sources[item.images] = ingest.ImageSource(item.images)
-    yield ingest.load_patent(item, self.sources[item.images], self.image_size)
+      self.sources[item.images] = ImageSource(item.images)
+    yield load_patent(item, self.sources[item.images], self.image_size)
 
   def teardown(self):
     for source in self.sources.values():
@@ -72,7 +75,7 @@ class _LoadPatents:
     self.sources = {}
 
 
-def _side_line(result: ingest.RowResult) -> str:
+def _side_line(result: RowResult) -> str:
   """A row's metadata and report lines, without the drawings."""
   row = dataclasses.asdict(result) | {'serialized': None}
   if row['example'] is not None:
@@ -128,18 +131,18 @@ def builder_class():
 def ingest_beam(csv_pattern: str, images: str, out: str, *, beam_runner: str = 'DirectRunner',
                 beam_options: str = '', image_size: int = 256, tokenizer_vocab: int = 0,
                 context_length: int = 77, overwrite: bool = False) -> dict:
-  """``ingest.ingest`` on Beam: the same records per split, the same report; returns the summary."""
+  """``ingest`` on Beam: the same records per split, the same report; returns the summary."""
   try:
     import apache_beam as beam  # pylint: disable=import-outside-toplevel
   except ImportError:
-    raise ingest.IngestError("apache_beam: not installed; pip install 'designclip_jax[beam]'") from None
+    raise IngestError("apache_beam: not installed; pip install 'designclip_jax[beam]'") from None
   import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel
-  csv_paths = ingest.check_inputs(csv_pattern, images)
+  csv_paths = check_inputs(csv_pattern, images)
   settings = {'runner': 'beam', 'csv_files': [os.path.abspath(p) for p in csv_paths],
               'images': os.path.abspath(images), 'image_size': image_size}
   # a Beam run is not resumed block by block (the engine retries failed work itself): start clean
-  work = ingest.prepare_output(out, settings, overwrite, work_name=BEAM_WORK_DIR)
-  shutil.rmtree(os.path.dirname(ingest.dataset_dir_in(out)), ignore_errors=True)
+  work = prepare_output(out, settings, overwrite, work_name=BEAM_WORK_DIR)
+  shutil.rmtree(os.path.dirname(dataset_dir_in(out)), ignore_errors=True)
   for old in glob.glob(os.path.join(work, 'rows*')):
     os.remove(old)
   builder_cls = builder_class()
@@ -153,9 +156,9 @@ def ingest_beam(csv_pattern: str, images: str, out: str, *, beam_runner: str = '
   results = []
   for path in sorted(glob.glob(os.path.join(work, 'rows*.jsonl'))):
     with open(path) as f:
-      results += [ingest.RowResult(**json.loads(line)) for line in f]
+      results += [RowResult(**json.loads(line)) for line in f]
   results.sort(key=lambda r: r.key)
-  meta = ingest.block_meta(results)
-  summary = ingest.finish(out, csv_paths, image_size, tokenizer_vocab, context_length, lambda: iter([meta]))
+  meta = block_meta(results)
+  summary = finish(out, csv_paths, image_size, tokenizer_vocab, context_length, lambda: iter([meta]))
   shutil.rmtree(work, ignore_errors=True)
   return summary

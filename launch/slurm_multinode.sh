@@ -14,6 +14,8 @@
 #SBATCH --signal=TERM@120
 set -euo pipefail
 config=$1; workdir=$2; shift 2
+source scripts/allocator.sh  # run from the submit directory, the checkout (sbatch runs a copy of this file)
+use_fast_allocator .venv    # srun passes the environment to the tasks
 trap 'echo "SIGTERM: waiting for the checkpoint" >&2' TERM  # the batch shell outlives srun to requeue
 status=0
 srun --kill-on-bad-exit=1 .venv/bin/python -m designclip_jax.train --config "$config" --workdir "$workdir" \

@@ -1,8 +1,18 @@
-"""Shared by the ingestion tests: a copy of a synthetic CSV with one planted problem per kind."""
+"""Shared by the ingestion tests: a copy of a synthetic CSV with one planted problem per kind; a task
+whose worker dies."""
 
 import ast
 import csv
 import os
+import signal
+
+
+def square_or_die(x):
+  """A worker task for ordered_map (importable, so spawned workers find it): item 5 kills its own worker
+  process, as the kernel's OOM killer or a crashing decoder would."""
+  if x == 5:
+    os.kill(os.getpid(), signal.SIGKILL)
+  return x * x
 
 
 def plant_bad_rows(csv_path, raw_dir, out_csv):

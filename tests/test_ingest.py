@@ -5,6 +5,7 @@ import csv
 import glob
 import hashlib
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -13,12 +14,14 @@ import time
 import zipfile
 
 import numpy as np
+import psutil
 import pytest
 
 from designclip_jax.data import ingest, pipeline
 from designclip_jax.data.ingest import __main__ as ingest_cli
 from designclip_jax.data.layout import CLASSES_FILE, REPORT_CSV, SPLITS
-from tests.ingest_cases import plant_bad_rows
+from designclip_jax.data.parallel import WorkerDied, ordered_map
+from tests.ingest_cases import plant_bad_rows, square_or_die
 
 ROWS, BLOCK, SIZE = 40, 10, 32
 
@@ -75,15 +78,61 @@ def test_killed_ingest_resumes_to_identical_bytes_whatever_the_worker_count(smal
   deadline = time.time() + 120
   while not os.path.exists(first_block) and proc.poll() is None and time.time() < deadline:
     time.sleep(0.02)
+  workers = [p for p in psutil.Process(proc.pid).children() if 'spawn_main' in ' '.join(p.cmdline())]
   proc.send_signal(signal.SIGKILL)
   proc.wait()
   assert os.path.exists(first_block) and not ingest.is_finished(out), 'the kill should land mid-way'
+  _, alive = psutil.wait_procs(workers, timeout=30)
+  assert len(workers) == 2 and not alive, 'the workers of a killed ingest must end with it'
   done_shard = os.path.join(out, ingest.WORK_DIR, 'block-000000.train.array_record')
   inode = os.stat(done_shard).st_ino
   ingest.ingest(*small_csv, out, image_size=SIZE, workers=1, rows_per_shard=BLOCK, progress=False)
   assert _contents(out) == _contents(reference)  # blocks by 2 workers, then by 1: the one-process bytes
   first_train_shard, = glob.glob(os.path.join(pipeline.dataset_dir(out), '*-train.array_record-00000-of-*'))
   assert os.stat(first_train_shard).st_ino == inode, 'the finished block was written again'
+
+
+@pytest.fixture
+def hang_guard():
+  """Turns a hang (a lost task waited on forever) into a failure after 120 s."""
+  def fail(*_):
+    raise TimeoutError('hung for 120 s')
+  previous = signal.signal(signal.SIGALRM, fail)
+  signal.alarm(120)
+  yield
+  signal.alarm(0)
+  signal.signal(signal.SIGALRM, previous)
+
+
+def test_a_dead_worker_stops_the_map_naming_the_first_unfinished_item(hang_guard):
+  results = []
+  with pytest.raises(WorkerDied) as e:
+    for r in ordered_map(square_or_die, range(40), workers=2):
+      results.append(r)
+  assert e.value.item <= 5 and results == [x * x for x in range(e.value.item)]
+
+
+def test_a_killed_worker_stops_the_ingest_naming_the_block_and_the_same_command_resumes(small_csv, reference,
+                                                                                        tmp_path):
+  out = str(tmp_path / 'out')
+  args = ['--csv', small_csv[0], '--images', small_csv[1], '--out', out, '--image-size', str(SIZE), '--workers', '2',
+          '--rows-per-shard', str(BLOCK)]
+  proc = subprocess.Popen([sys.executable, '-m', 'designclip_jax.data.ingest'] + args, stdout=subprocess.DEVNULL,
+                          stderr=subprocess.PIPE, text=True)
+  first_block = os.path.join(out, ingest.WORK_DIR, 'block-000000.json')
+  deadline = time.time() + 120
+  while not os.path.exists(first_block) and proc.poll() is None and time.time() < deadline:
+    time.sleep(0.02)
+  workers = [p for p in psutil.Process(proc.pid).children() if 'spawn_main' in ' '.join(p.cmdline())]
+  assert len(workers) == 2 and proc.poll() is None, 'the kill should land mid-way'
+  workers[0].send_signal(signal.SIGKILL)  # as the kernel's OOM killer does
+  _, err = proc.communicate(timeout=120)
+  last_line = err.strip().splitlines()[-1]
+  assert proc.returncode == 1 and re.fullmatch(r'error: block [1-3]: a decoding worker process died .*', last_line)
+  assert 'run the same command again to resume' in last_line
+  assert not ingest.is_finished(out) and os.path.exists(first_block)
+  ingest_cli.main(args)  # the same command
+  assert _contents(out) == _contents(reference)
 
 
 def test_finished_output_is_refused_unless_overwrite(small_csv, reference, tmp_path, capsys):
@@ -188,7 +237,7 @@ def test_beam_pipeline_gives_the_streaming_records_and_report(synthetic_data, tm
   expected, _ = plant_bad_rows(csv_path, str(raw_copy), bad_csv)
   streamed, beamed = str(tmp_path / 'streamed'), str(tmp_path / 'beamed')
   a = ingest.ingest(bad_csv, str(raw_copy), streamed, image_size=SIZE, workers=2, rows_per_shard=50, progress=False)
-  b = ingest_beam(bad_csv, str(raw_copy), beamed, image_size=SIZE,
+  b = ingest_beam(bad_csv, str(raw_copy), beamed, image_size=SIZE, rows_per_shard=50,
                   beam_options='--direct_num_workers=2 --direct_running_mode=multi_processing')
   assert _records(beamed) == _records(streamed)
   for name in (REPORT_CSV, CLASSES_FILE):

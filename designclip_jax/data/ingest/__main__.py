@@ -52,7 +52,7 @@ def main(argv=None):
     if args.beam_runner:
       from designclip_jax.data.ingest.beam import ingest_beam  # pylint: disable=import-outside-toplevel
       summary = ingest_beam(args.csv, args.images, args.out, beam_runner=args.beam_runner,
-                            beam_options=args.beam_options, **kwargs)
+                            beam_options=args.beam_options, rows_per_shard=args.rows_per_shard, **kwargs)
     else:
       summary = ingest(args.csv, args.images, args.out, workers=args.workers, rows_per_shard=args.rows_per_shard,
                        **kwargs)

@@ -9,8 +9,10 @@ streaming path: CSV files are read in parallel, repeated ids are resolved by a g
 the first row (CSV order), drawings are decoded by a DoFn that opens the image source once per
 worker, and TFDS's Beam writer writes the shards. Records are keyed by CSV position and written with
 shuffling disabled, so each split holds the streaming path's records in the same order (the shard
-boundaries may differ). Per-row metadata and report lines go to a side output that the driver turns
-into the same record index, class table and report. TFDS's Beam writer refuses an empty split, so
+boundaries may differ). Per-row metadata and report lines (no drawings) are grouped by block of
+``rows_per_shard`` rows of a CSV and written as one block file each, in the streaming path's block
+format, so the driver reads them one at a time into the same record index, class table and report
+(it never holds every row's metadata). TFDS's Beam writer refuses an empty split, so
 every split must receive a record (any real input does; the streaming path has no such limit).
 """
 
@@ -19,7 +21,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import glob
-import json
 import os
 import shlex
 import shutil
@@ -29,7 +30,8 @@ from designclip_jax.data.ingest.drawings import load_patent
 from designclip_jax.data.ingest.finish import finish
 from designclip_jax.data.ingest.rows import IngestError, RowItem, RowResult
 from designclip_jax.data.ingest.sources import ImageSource, images_location
-from designclip_jax.data.ingest.writer import BEAM_WORK_DIR, block_meta, prepare_output
+from designclip_jax.data.ingest.writer import (BEAM_WORK_DIR, ROWS_PER_SHARD, atomic_json, block_meta, prepare_output,
+                                               read_json)
 from designclip_jax.data.layout import DATASET_NAME, DESCRIPTION, SPLITS, VERSION, dataset_dir_in, features
 
 
@@ -75,15 +77,20 @@ class _LoadPatents:
     self.sources = {}
 
 
-def _side_line(result: RowResult) -> str:
-  """A row's metadata and report lines, without the drawings."""
-  row = dataclasses.asdict(result) | {'serialized': None}
-  if row['example'] is not None:
-    row['example'] = {k: v for k, v in row['example'].items() if k != 'images'}
-  return json.dumps(row)
+def _side_block(result: RowResult, rows_per_shard: int) -> tuple[str, RowResult]:
+  """A row's metadata and report lines without the drawings, keyed by its block: CSV index, row block."""
+  example = None if result.example is None else {k: v for k, v in result.example.items() if k != 'images'}
+  block = f'{result.key >> 32:05d}-{(result.key & 0xFFFFFFFF) // rows_per_shard:06d}'
+  return block, dataclasses.replace(result, serialized=None, example=example)
 
 
-def _build(pipeline, csv_paths: list[str], images: str, image_size: int, side_prefix: str) -> dict:
+def _write_block_file(group, work: str) -> None:
+  """One block's metadata, rows in key order, written whole (a retried bundle rewrites the same bytes)."""
+  block, results = group
+  atomic_json(os.path.join(work, f'side-{block}.json'), block_meta(sorted(results, key=lambda r: r.key)))
+
+
+def _build(pipeline, csv_paths: list[str], images: str, image_size: int, rows_per_shard: int, work: str) -> dict:
   import apache_beam as beam  # pylint: disable=import-outside-toplevel
 
   class LoadPatents(_LoadPatents, beam.DoFn):
@@ -96,8 +103,10 @@ def _build(pipeline, csv_paths: list[str], images: str, image_size: int, side_pr
              | 'GroupById' >> beam.GroupByKey()
              | 'KeepFirst' >> beam.FlatMap(_keep_first)
              | 'LoadDrawings' >> beam.ParDo(LoadPatents(image_size)))
-  _ = (results | 'SideLines' >> beam.Map(_side_line)
-       | 'WriteSide' >> beam.io.WriteToText(side_prefix, file_name_suffix='.jsonl'))
+  _ = (results
+       | 'ByBlock' >> beam.Map(_side_block, rows_per_shard=rows_per_shard)
+       | 'GroupByBlock' >> beam.GroupByKey()
+       | 'WriteBlockFiles' >> beam.Map(_write_block_file, work=work))
   return {split: (results
                   | f'Select_{split}' >> beam.Filter(lambda r, s=split: r.split == s)
                   | f'Example_{split}' >> beam.Map(lambda r: (r.key, r.example)))
@@ -130,7 +139,7 @@ def builder_class():
 
 def ingest_beam(csv_pattern: str, images: str, out: str, *, beam_runner: str = 'DirectRunner',
                 beam_options: str = '', image_size: int = 256, tokenizer_vocab: int = 0,
-                context_length: int = 77, overwrite: bool = False) -> dict:
+                context_length: int = 77, rows_per_shard: int = ROWS_PER_SHARD, overwrite: bool = False) -> dict:
   """``ingest`` on Beam: the same records per split, the same report; returns the summary."""
   try:
     import apache_beam as beam  # pylint: disable=import-outside-toplevel
@@ -143,22 +152,17 @@ def ingest_beam(csv_pattern: str, images: str, out: str, *, beam_runner: str = '
   # a Beam run is not resumed block by block (the engine retries failed work itself): start clean
   work = prepare_output(out, settings, overwrite, work_name=BEAM_WORK_DIR)
   shutil.rmtree(os.path.dirname(dataset_dir_in(out)), ignore_errors=True)
-  for old in glob.glob(os.path.join(work, 'rows*')):
+  for old in glob.glob(os.path.join(work, 'side-*')):
     os.remove(old)
   builder_cls = builder_class()
   builder_cls.ingest_args = dict(csv_paths=[os.path.abspath(p) for p in csv_paths], images=os.path.abspath(images),
-                                 image_size=image_size, side_prefix=os.path.join(os.path.abspath(work), 'rows'))
+                                 image_size=image_size, rows_per_shard=rows_per_shard, work=os.path.abspath(work))
   tfds.disable_progress_bar()
   builder = builder_cls(data_dir=out, file_format='array_record')
   options = beam.options.pipeline_options.PipelineOptions(shlex.split(beam_options))
   builder.download_and_prepare(download_config=tfds.download.DownloadConfig(beam_runner=beam_runner,
                                                                              beam_options=options))
-  results = []
-  for path in sorted(glob.glob(os.path.join(work, 'rows*.jsonl'))):
-    with open(path) as f:
-      results += [RowResult(**json.loads(line)) for line in f]
-  results.sort(key=lambda r: r.key)
-  meta = block_meta(results)
-  summary = finish(out, csv_paths, image_size, tokenizer_vocab, context_length, lambda: iter([meta]))
+  blocks = lambda: (read_json(path) for path in sorted(glob.glob(os.path.join(work, 'side-*.json'))))
+  summary = finish(out, csv_paths, image_size, tokenizer_vocab, context_length, blocks)
   shutil.rmtree(work, ignore_errors=True)
   return summary

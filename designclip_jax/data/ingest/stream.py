@@ -14,13 +14,20 @@ from designclip_jax.data.ingest.finish import finish
 from designclip_jax.data.ingest.rows import IngestError
 from designclip_jax.data.ingest.writer import (FORMAT_VERSION, ROWS_PER_SHARD, BlockWriter, block_metas, done_blocks,
                                                prepare_output, publish_shards)
-from designclip_jax.data.parallel import ordered_map
+from designclip_jax.data.parallel import WorkerDied, ordered_map
 
 
 def _settings(csv_paths, images, image_size, rows_per_shard, tokenizer_vocab, context_length) -> dict:
   return {'format': FORMAT_VERSION, 'csv_files': [[os.path.abspath(p), os.path.getsize(p)] for p in csv_paths],
           'images': os.path.abspath(images), 'image_size': image_size, 'rows_per_shard': rows_per_shard,
           'tokenizer_vocab': tokenizer_vocab, 'context_length': context_length}
+
+
+def worker_died_message(item) -> str:
+  """One line for a decoding worker that died: the block to resume from, and the likely causes."""
+  return (f'block {item.block}: a decoding worker process died ({item.csv_file} row {item.row}, {item.patent_id} '
+          'or a row beside it, unfinished): killed by the system (out of memory?) or crashed in a decoder; '
+          'the finished blocks are kept: run the same command again to resume (fewer --workers if memory ran out)')
 
 
 def ingest(csv_pattern: str, images: str, out: str, *, image_size: int = 256, workers: int | None = None,
@@ -51,5 +58,7 @@ def ingest(csv_pattern: str, images: str, out: str, *, image_size: int = 256, wo
     summary = finish(out, csv_paths, image_size, tokenizer_vocab, context_length, blocks)
   except OSError as e:
     raise IngestError(f'{e.filename or out}: write failed ({e.strerror or e}); free space and run again to resume') from None
+  except WorkerDied as e:
+    raise IngestError(worker_died_message(e.item)) from None
   shutil.rmtree(work, ignore_errors=True)
   return summary

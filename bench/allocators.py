@@ -84,17 +84,16 @@ def markdown_rows(text, header_word):
 
 
 def train(env, steps, tmp):
-  """s/step of ours and torch eager, their ratio, peak RSS, per config."""
+  """s/step of ours and torch eager and their ratio, per config (peak RSS: train_throughput.py --memory-only)."""
   path = os.path.join(tmp, 'train.json')
   run([os.path.join(BENCH, 'train_throughput.py'), '--configs', 'tiny', 'mid', '--steps', str(steps),
-       '--no-compile', '--json', path], env)
+       '--no-compile', '--no-memory', '--json', path], env)
   with open(path) as f:
     rows = json.load(f)['rows']
   out = {}
   for r in rows:
     side = 'jax' if r['impl'] == 'jax' else 'torch'
     out[f"train {r['config']} {side} s/step"] = r['step_s']
-    out[f"train {r['config']} {side} peak RSS MiB"] = r['peak_rss_mib']
     if side == 'jax':
       out[f"train {r['config']} jax/torch speed"] = r['vs_torch_eager']
   return out
@@ -131,7 +130,7 @@ def main():
   parser.add_argument('--batches', type=int, default=20, help='pipeline_throughput.py --batches')
   parser.add_argument('--patents', type=int, default=1000, help='ingest_scale.py size')
   parser.add_argument('--root', default=os.path.join(tempfile.gettempdir(), 'allocators_bench'))
-  parser.add_argument('--json', help='also write every run and the medians here')
+  parser.add_argument('--json', help='also write every run here (after each round)')
   args = parser.parse_args()
 
   libs = {}
@@ -167,15 +166,24 @@ def main():
         print(f'round {r} {bench:8s} {name:8s} load {load:.1f}->{runs[-1]["load_after"]:.1f} '
               f'{runs[-1]["wall_s"]:.0f} s: ' + ', '.join(f'{k} {v:.3g}' for k, v in result.items()), flush=True)
 
-  medians = {name: {} for name in names}
+    report(runs, names, r + 1)  # after every round: a long run can be stopped with a full table
+    if args.json:
+      with open(args.json, 'w') as f:
+        json.dump({'runs': runs, 'libraries': libs}, f, indent=1)
+
+
+def report(runs, names, rounds):
+  """Median of each metric over the rounds, per allocator, and its speed-up over glibc."""
+  medians = {}
   for name in names:
+    values = {}
     for run_ in (x for x in runs if x['allocator'] == name):
       for k, v in run_.items():
         if k not in ('round', 'benchmark', 'allocator', 'load_before', 'load_after', 'wall_s'):
-          medians[name].setdefault(k, []).append(v)
-    medians[name] = {k: statistics.median(v) for k, v in medians[name].items()}
+          values.setdefault(k, []).append(v)
+    medians[name] = {k: statistics.median(v) for k, v in values.items()}
   loads = [x['load_before'] for x in runs] + [x['load_after'] for x in runs]
-  print(f'\nmedians over {args.rounds} rounds; load average (1 min) during the runs {min(loads):.1f}–{max(loads):.1f}')
+  print(f'\nmedians over {rounds} rounds; load average (1 min) during the runs {min(loads):.1f}–{max(loads):.1f}')
   print('(time: lower is better; rates, speed: higher; × glibc: the speed-up, >1 is better)\n')
   print('| metric | ' + ' | '.join(names) + ' |')
   print('|---|' + '---|' * len(names))
@@ -189,11 +197,7 @@ def main():
         lower_is_better = 's/step' in key or 'ms CPU' in key
         cell += f' ({base / value if lower_is_better else value / base:.2f}× glibc)'
       cells.append(cell)
-    print(f'| {key} | ' + ' | '.join(cells) + ' |')
-  if args.json:
-    with open(args.json, 'w') as f:
-      json.dump({'runs': runs, 'medians': medians, 'libraries': libs}, f, indent=1)
-
+    print(f'| {key} | ' + ' | '.join(cells) + ' |', flush=True)
 
 if __name__ == '__main__':
   main()

@@ -1,7 +1,7 @@
 """Train-step throughput: our jitted DesignCLIP step vs transformers' PyTorch CLIPModel + CLIP loss +
 torch.optim.AdamW, same shapes, same batch, float32, on this machine's CPU.
 
-    python bench/train_throughput.py [--configs tiny mid] [--steps 10] [--no-compile]
+    python bench/train_throughput.py [--configs tiny mid] [--steps 10] [--no-compile] [--no-memory]
 
 The JAX side is the real training step (train.step.jit_train_step) with only L_CACL on (λ = 0, 1, 0),
 i.e. the standard CLIP objective the reference optimises. Warm-up excluded; steps of the two
@@ -97,6 +97,7 @@ def main():
   parser.add_argument('--no-compile', action='store_true', help='skip the torch.compile variant')
   parser.add_argument('--json', help='also write the rows here')
   parser.add_argument('--memory-only', action='store_true', help='only the peak-RSS column')
+  parser.add_argument('--no-memory', action='store_true', help='skip the peak-RSS column (4 processes per config)')
   args = parser.parse_args()
   if args.memory_only:
     for name in args.configs:
@@ -116,7 +117,7 @@ def main():
       except Exception as e:  # pylint: disable=broad-except
         print(f'torch.compile unavailable here: {e.__class__.__name__}: {str(e)[:200]}')
     times = median_times(fns, args.steps)
-    mem = {'jax': peak_rss('jax', name), 'torch eager': peak_rss('torch', name)}
+    mem = {} if args.no_memory else {'jax': peak_rss('jax', name), 'torch eager': peak_rss('torch', name)}
     for k, t in times.items():
       rows.append({'config': name, 'batch': n, 'impl': k, 'step_s': t, 'samples_per_s': n / t,
                    'vs_torch_eager': times['torch eager'] / t, 'mfu': flops / t / peak,

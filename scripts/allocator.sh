@@ -11,7 +11,8 @@
 #   allocator_library NAME VENV   prints the library file of one allocator (exit 1 if not installed)
 #
 # Children inherit LD_PRELOAD through the environment: Grain's and the ingest's worker processes run
-# under the same allocator (tests/test_allocator.py reads their /proc/PID/maps).
+# under the same allocator (tests/test_allocator.py reads their /proc/PID/maps). So does any other program
+# Python starts: Chromium stops on a trap under mimalloc (the browser test starts it without LD_PRELOAD).
 
 ALLOCATOR_PREFERENCE=(mimalloc tcmalloc jemalloc)
 

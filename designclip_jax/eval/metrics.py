@@ -1,25 +1,28 @@
 """Evaluation metrics as pure functions of embedding and label arrays.
 
-Similarities are computed in fixed-size chunks on the device (jit; query rows sharded over all local
-devices when there are several), so neither a Q×G matrix nor a sort of the gallery is ever needed, and
-in full float32 (``Precision.HIGHEST``: default precision is bf16 passes on TPU and TF32 on GPU, errors
-of ~1e-4 that reorder a large gallery). Average precision is computed from the ranks of the relevant
-items exactly as ``sklearn.metrics.average_precision_score`` defines it, ties included: for each
-relevant item r, precision at r's score = #relevant scoring ≥ s_r / #items scoring ≥ s_r, averaged over r.
-Embeddings with NaN or Inf rows are refused: they would score as ties, not as failures.
+Image retrieval follows DeepPatent's official evaluation (GoFigure-LANL/DeepPatent-dataset,
+``src/dirtorch``) exactly, on scores ranked in full float32 (``ranking``): neither a Q×G matrix nor a
+second copy of the gallery is ever held. Exact ties between a relevant and a non-relevant item are broken
+by gallery order (a stable sort); the official ``argsort(-scores)`` is numpy's default, unstable sort, so
+the two can differ only there. Every rank in this module uses that one tie rule. Embeddings with NaN or
+Inf rows are refused: they would score as ties, not as failures.
 """
 
 from __future__ import annotations
 
-import functools
+import numbers
+import warnings
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.sharding import NamedSharding, PartitionSpec as P
+
+from designclip_jax.eval import ranking
 
 RANKS = (1, 5, 10, 20, 50, 100)
-HIGHEST = jax.lax.Precision.HIGHEST
+CHECK_ROWS = 2048  # rows checked, hashed or compared at a time: no temporary the size of the gallery
+WITHOUT_RELEVANT = ('misses in rank@k (averaged over all num_queries); left out of mAP, precision_at_1, pml_map and '
+                    'map_at_r (DeepPatent src/dirtorch/test_dir.py eval_model)')
 
 
 def l2_normalize(x: np.ndarray) -> np.ndarray:
@@ -31,11 +34,14 @@ def _check_2d(name, x, dim=None):
   x = np.asarray(x)
   if x.ndim != 2:
     raise ValueError(f'{name} must be a 2-D (n, dim) array, got shape {x.shape}')
+  if x.dtype.kind not in 'biuf':
+    raise ValueError(f'{name} must hold numbers, got dtype {x.dtype}')
   if dim is not None and x.shape[1] != dim:
     raise ValueError(f'{name} has dimension {x.shape[1]}, expected {dim} (to match the other embeddings)')
   if x.shape[0] == 0:
     raise ValueError(f'{name} is empty')
-  bad = np.flatnonzero(~np.isfinite(x).all(axis=1))
+  bad = np.concatenate([r + np.flatnonzero(~np.isfinite(x[r:r + CHECK_ROWS]).all(axis=1))
+                        for r in range(0, x.shape[0], CHECK_ROWS)])
   if bad.size:
     raise ValueError(f'{name} has {bad.size} of {x.shape[0]} rows with NaN or Inf (first rows: '
                      f'{bad[:5].tolist()}); refusing to score them (a diverged model?)')
@@ -49,161 +55,154 @@ def _check_labels(name, labels, n):
   return labels
 
 
-def _shard_rows(x):
-  """Put a chunk of rows on the device(s): sharded over all local devices when they divide it."""
-  devices = jax.local_devices()
-  if len(devices) > 1 and x.shape[0] % len(devices) == 0:
-    mesh = jax.sharding.Mesh(np.array(devices), ('rows',))
-    return jax.device_put(x, NamedSharding(mesh, P('rows')))
-  return jnp.asarray(x)
-
-
-def _pad_rows(x, n, value=0):
-  if x.shape[0] == n:
-    return x
-  pad = np.full((n - x.shape[0],) + x.shape[1:], value, x.dtype)
-  return np.concatenate([x, pad])
-
-
 # ----------------------------------------------------------------------------- image retrieval
 
-@jax.jit
-def _similarities(q, g):
-  # The one place query-gallery scores are computed: both passes below reuse it, so a relevant item's
-  # score and the scores it is compared with are rounded identically (ties stay ties).
-  return jnp.dot(q, g.T, precision=HIGHEST, preferred_element_type=jnp.float32)
+def _label_kind(value) -> str:
+  return ('text' if isinstance(value, (str, bytes, np.str_, np.bytes_)) else
+          'number' if isinstance(value, (numbers.Number, np.number, np.bool_)) else type(value).__name__)
 
 
-@jax.jit
-def _gather_relevant(sims, rel_scores, rel_local, in_chunk):
-  """Fill in the scores of relevant items that fall in this gallery chunk."""
-  taken = jnp.take_along_axis(sims, jnp.clip(rel_local, 0, sims.shape[1] - 1), axis=1)
-  return jnp.where(in_chunk, taken, rel_scores)
+def _retrieval_labels(name, labels, n):
+  """Labels as a text or number array. A list keeps its items' types (numpy would turn [1, '001'] into text)."""
+  labels = np.asarray(labels, dtype=object) if isinstance(labels, (list, tuple)) else np.asarray(labels)
+  labels = _check_labels(name, labels, n)
+  if labels.dtype == object:
+    kinds = sorted({_label_kind(v) for v in labels})
+    if len(kinds) != 1 or kinds[0] not in ('text', 'number'):
+      raise ValueError(f'{name} mixes {" and ".join(kinds)} labels: labels are compared by value, so write '
+                       'all of them one way')
+    labels = np.array(labels.tolist())
+  if labels.dtype.kind == 'S':
+    labels = np.char.decode(labels, 'utf-8')
+  if labels.dtype.kind not in 'Ubiuf':
+    raise ValueError(f'{name} must be text or numbers, got dtype {labels.dtype}')
+  if labels.dtype.kind == 'f' and np.isnan(labels).any():
+    raise ValueError(f'{name} has NaN labels (row {int(np.flatnonzero(np.isnan(labels))[0])})')
+  return labels
 
 
-@jax.jit
-def _count_nonrelevant_ge(sims, q_labels, rel_sorted, g_labels, g_valid):
-  """For each query and each of its relevant scores (sorted ascending per row): how many non-relevant
-  items of this chunk score at least as high. Each score is placed among the query's few relevant
-  scores (O(log R), not a sort of the chunk), histogrammed, and summed from the top. Relevant items
-  are counted separately, from the relevant scores themselves."""
-  nonrel = g_valid[None, :] & (q_labels[:, None] != g_labels[None, :])
-  x = jnp.where(nonrel, sims, -jnp.inf)  # masked entries are -inf: never >= a finite score
-  r = rel_sorted.shape[1]
-  below_or_equal = jax.vmap(lambda a, row: jnp.searchsorted(a, row, side='right'))(rel_sorted, x)
-  hist = jax.vmap(lambda k: jnp.bincount(k, length=r + 1))(below_or_equal)
-  at_least = jnp.cumsum(hist[:, ::-1], axis=1)[:, ::-1]  # at_least[j] = #scores ≥ the j-th relevant score
-  return at_least[:, 1:]
+def label_codes(query_labels, gallery_labels, num_query: int, num_gallery: int) -> tuple[np.ndarray, np.ndarray]:
+  """Integer codes, equal where labels are equal by value: numbers as numbers (1 == 1.0), text as text
+  ('001' != '1'). Numbers on one side and text on the other are refused, never silently unmatched."""
+  q = _retrieval_labels('query_labels', query_labels, num_query)
+  g = _retrieval_labels('gallery_labels', gallery_labels, num_gallery)
+  if (q.dtype.kind == 'U') != (g.dtype.kind == 'U'):
+    text, other = ('query_labels', 'gallery_labels') if q.dtype.kind == 'U' else ('gallery_labels', 'query_labels')
+    example = (q if text == 'query_labels' else g)[0]
+    raise ValueError(f'{text} are text (e.g. {str(example)!r}) but {other} are numbers: labels are compared by value, '
+                     f'so text never matches a number; write both sides the same way')
+  _, codes = np.unique(np.concatenate([q, g]), return_inverse=True)
+  return codes[:num_query].astype(np.int64), codes[num_query:].astype(np.int64)
 
 
-@functools.partial(jax.jit, static_argnames='k')
-def _merge_top_k(sims, g_index, g_valid, best_scores, best_index, k):
-  """Running top-k (score, gallery index) per query, merged with this chunk's; ties keep the lower index."""
-  scores, local = jax.lax.top_k(jnp.where(g_valid[None, :], sims, -jnp.inf), k)
-  scores = jnp.concatenate([best_scores, scores], axis=1)
-  index = jnp.concatenate([best_index, g_index[local]], axis=1)
-  best_scores, pick = jax.lax.top_k(scores, k)
-  return best_scores, jnp.take_along_axis(index, pick, axis=1)
+def _row_fingerprints(x, codes) -> np.ndarray:
+  """A 64-bit hash of each row's float32 bits and its label code: equal rows of one label hash equally."""
+  weights = (np.arange(1, x.shape[1] + 2, dtype=np.uint64) * np.uint64(0x9E3779B97F4A7C15)) | np.uint64(1)
+  out = np.empty(x.shape[0], np.uint64)
+  for r in range(0, x.shape[0], CHECK_ROWS):
+    bits = np.ascontiguousarray(x[r:r + CHECK_ROWS], np.float32).view(np.uint32).astype(np.uint64)
+    out[r:r + CHECK_ROWS] = bits @ weights[:-1] + codes[r:r + CHECK_ROWS].astype(np.uint64) * weights[-1]
+  return out
 
 
-def _pml_scores(knn_relevant, n_rel):
-  """pytorch-metric-learning's AccuracyCalculator(k="max_bin_count") numbers from each query's top-k
-  relevance (k = the largest gallery count of any query label) and its number R of relevant items."""
-  hits = knn_relevant.astype(np.float64)
-  precision_at_i = np.cumsum(hits, axis=1) * hits / np.arange(1, hits.shape[1] + 1)
-  within_r = np.arange(hits.shape[1])[None, :] < n_rel[:, None]
-  return {'precision_at_1': float(hits[:, 0].mean()),
-          'pml_map': float(np.mean(precision_at_i.sum(1) / n_rel)),
-          'map_at_r': float(np.mean((precision_at_i * within_r).sum(1) / n_rel))}
+def queries_in_gallery(query, q_codes, gallery, g_codes) -> int:
+  """How many queries are also a gallery row: the same embedding under the same label (each would find
+  itself first)."""
+  qf, gf = _row_fingerprints(query, q_codes), _row_fingerprints(gallery, g_codes)
+  order = np.argsort(gf)
+  at = np.minimum(np.searchsorted(gf[order], qf), gf.size - 1)
+  candidates = np.flatnonzero(gf[order[at]] == qf)
+  found = 0
+  for c in range(0, candidates.size, CHECK_ROWS):  # the hash says equal: confirm on the rows themselves
+    rows = candidates[c:c + CHECK_ROWS]
+    found += int(np.count_nonzero((query[rows] == gallery[order[at[rows]]]).all(axis=1)))
+  return found
 
 
-def image_retrieval(query, query_labels, gallery, gallery_labels, *, ks=RANKS, query_chunk=256,
-                    gallery_chunk=8192) -> dict:
-  """DeepPatent protocol: relevant = same label (patent) as the query; over the queries with ≥1 relevant
-  gallery item:
+def _check_leave_one_out(query, q_codes, gallery, g_codes):
+  n = query.shape[0]
+  if (n > gallery.shape[0] or not np.array_equal(q_codes, g_codes[:n])
+      or not all(np.array_equal(query[r:r + CHECK_ROWS], gallery[r:r + CHECK_ROWS]) for r in range(0, n, CHECK_ROWS))):
+    raise ValueError('leave_one_out needs the queries to be the first gallery rows (query i is gallery row i, '
+                     "same label), as pytorch-metric-learning's ref_includes_query")
 
-  - ``mAP``: mean of sklearn's average precision over the whole gallery (DeepPatent's official number);
-  - ``rank@k``: share of queries whose first relevant item ranks within k, where that rank is 1 + the
-    number of non-relevant items scoring at least as high as the best relevant one (a tie with a
-    non-relevant item counts against the query; a duplicate relevant item does not);
-  - pytorch-metric-learning's ``AccuracyCalculator(k="max_bin_count")`` numbers, which the SWIN+ArcFace
-    and PATENTCLIP retrieval code report (not comparable with ``mAP``): ``precision_at_1`` (the nearest
-    item is relevant), ``pml_map`` (its mean_average_precision: precision at each relevant hit within
-    the top k = the largest gallery count of one query label, summed and divided by the query's number
-    R of relevant items, as in pytorch-metric-learning 2.x) and ``map_at_r`` (its
-    mean_average_precision_at_r: the same within the top R). Ties among neighbours keep gallery order.
 
-  Also per-query AP (NaN where no relevant item), the count of queries without one, and num_queries.
+def image_retrieval(query, query_labels, gallery, gallery_labels, *, ks=RANKS, leave_one_out=False,
+                    query_chunk=None, gallery_chunk=8192) -> dict:
+  """Relevant = the query's label (its patent, for DeepPatent), labels compared by value.
+
+  DeepPatent's official numbers (``src/dirtorch`` of GoFigure-LANL/DeepPatent-dataset):
+
+  - ``mAP``: mean over the queries with ≥1 relevant item of scikit-learn's average precision over the
+    whole gallery (``datasets/dataset.py`` ``eval_query_AP`` → ``utils/evaluation.py`` ``compute_AP``;
+    ``test_dir.py`` ``eval_model`` leaves the others, AP -1, out);
+  - ``rank@k``: share of ALL queries with a relevant item among the first k of the gallery sorted by
+    score (``eval_query_top``, averaged by ``eval_model``: a query without a relevant item is a miss);
+    None (undefined) for k ≥ the ranked gallery size, which the official code leaves out.
+
+  pytorch-metric-learning's ``AccuracyCalculator(k="max_bin_count")`` numbers, which the SWIN+ArcFace and
+  PATENTCLIP retrieval code report (not comparable with ``mAP``), over the queries with ≥1 relevant item:
+  ``precision_at_1``, ``pml_map`` (its mean_average_precision: precision at each relevant hit within the
+  top k = the largest gallery count of one query label, summed and divided by the query's number R of
+  relevant items, as in pytorch-metric-learning 2.x) and ``map_at_r`` (the same within the top R).
+
+  ``leave_one_out``: the queries are the first gallery rows (a query set that is the gallery: query i is
+  gallery row i) and each query's own row is left out of its ranking, as pytorch-metric-learning's
+  ``ref_includes_query`` and DeepPatent's ``get_query_groundtruth`` (which marks it junk) do. Without it,
+  a query set that lies wholly in the gallery (same embedding, same label) is refused: each query would
+  find itself first; some queries in the gallery give a warning and ``queries_in_gallery``.
+
+  Also ``per_query_ap`` (NaN where no relevant item), ``queries_without_relevant`` and ``num_queries``.
   """
-  query = l2_normalize(_check_2d('query', query))
-  gallery = l2_normalize(_check_2d('gallery', gallery, query.shape[1]))
-  query_labels = _check_labels('query_labels', query_labels, query.shape[0])
-  gallery_labels = _check_labels('gallery_labels', gallery_labels, gallery.shape[0])
-  _, codes = np.unique(np.concatenate([query_labels, gallery_labels]).astype(str), return_inverse=True)
-  q_codes, g_codes = codes[:query.shape[0]].astype(np.int32), codes[query.shape[0]:].astype(np.int32)
+  query = _check_2d('query', query)
+  gallery = _check_2d('gallery', gallery, query.shape[1])
+  q_codes, g_codes = label_codes(query_labels, gallery_labels, query.shape[0], gallery.shape[0])
+  num_query, num_gallery = query.shape[0], gallery.shape[0]
+  out = {}
+  if leave_one_out:
+    _check_leave_one_out(query, q_codes, gallery, g_codes)
+  else:
+    found = queries_in_gallery(query, q_codes, gallery, g_codes)
+    if found == num_query:
+      raise ValueError(f'all {num_query} queries are gallery rows too (same embedding, same label): each would find '
+                       'itself first. For a query set that is the gallery use leave_one_out (CLI --leave-one-out)')
+    if found:
+      warnings.warn(f'{found} of {num_query} queries are also gallery rows (same embedding, same label): they find '
+                    'themselves first', stacklevel=2)
+    out['queries_in_gallery'] = found
 
-  order = np.argsort(g_codes, kind='stable')
+  own = np.arange(num_query) if leave_one_out else np.full(num_query, -1)
+  order = np.argsort(g_codes, kind='stable')  # gallery rows grouped by label, ascending within a label
   starts = np.searchsorted(g_codes[order], q_codes, side='left')
   ends = np.searchsorted(g_codes[order], q_codes, side='right')
-  n_rel = ends - starts
+  n_rel = ends - starts - (own >= 0)
   has_rel = n_rel > 0
   if not has_rel.any():
     raise ValueError('no query has a relevant gallery item: check that query and gallery labels match')
-  r_max = int(n_rel.max())
-  rel_index = np.full((query.shape[0], r_max), -1, np.int64)
-  for i in np.flatnonzero(n_rel):
-    rel_index[i, :n_rel[i]] = order[starts[i]:ends[i]]
+  pml_k = int(n_rel.max())  # pytorch-metric-learning's max_bin_count (less the query itself)
+  ap, pml_ap, map_at_r = (np.full(num_query, np.nan) for _ in range(3))
+  first = np.zeros(num_query, np.int64)  # 1-based place of the first relevant item; 0: none
 
-  g_pad = _pad_rows(gallery, -(-gallery.shape[0] // gallery_chunk) * gallery_chunk)
-  gl_pad = _pad_rows(g_codes, g_pad.shape[0], -1)
-  valid = np.arange(g_pad.shape[0]) < gallery.shape[0]
-  gallery_dev = jnp.asarray(g_pad)
-  chunks = [slice(g0, g0 + gallery_chunk) for g0 in range(0, g_pad.shape[0], gallery_chunk)]
-  ap = np.full(query.shape[0], np.nan)
-  best_rank = np.full(query.shape[0], np.inf)
-  knn_relevant = np.zeros((query.shape[0], r_max), bool)
-  for q0 in range(0, query.shape[0], query_chunk):
-    q = _pad_rows(query[q0:q0 + query_chunk], query_chunk)
-    ql = _pad_rows(q_codes[q0:q0 + query_chunk], query_chunk, -2)
-    ri = _pad_rows(rel_index[q0:q0 + query_chunk], query_chunk, -1)
-    present = ri >= 0
-    q_dev = _shard_rows(q)
-    rel_dev = jnp.full(ri.shape, jnp.inf, jnp.float32)  # +inf: padding, never <= a real score
-    for sl in chunks:
-      local = ri - sl.start
-      in_chunk = present & (local >= 0) & (local < gallery_chunk)
-      rel_dev = _gather_relevant(_similarities(q_dev, gallery_dev[sl]), rel_dev, jnp.asarray(local),
-                                 jnp.asarray(in_chunk))
-    rel_dev = jnp.sort(rel_dev, axis=1)  # real scores first, +inf padding last; counts follow this order
-    counts = np.zeros(ri.shape, np.int64)
-    ql_dev = _shard_rows(ql)
-    top_scores = jnp.full((query_chunk, r_max), -jnp.inf, jnp.float32)
-    top_index = jnp.zeros((query_chunk, r_max), jnp.int32)
-    for sl in chunks:
-      sims = _similarities(q_dev, gallery_dev[sl])
-      g_valid = jnp.asarray(valid[sl])
-      counts += np.asarray(_count_nonrelevant_ge(sims, ql_dev, rel_dev, jnp.asarray(gl_pad[sl]), g_valid))
-      top_scores, top_index = _merge_top_k(sims, jnp.arange(sl.start, sl.stop, dtype=jnp.int32), g_valid,
-                                           top_scores, top_index, k=min(r_max, gallery.shape[0]))
-    rel = np.asarray(rel_dev)
-    n = min(query_chunk, query.shape[0] - q0)
-    knn = np.asarray(top_index)[:n]
-    knn_relevant[q0:q0 + n, :knn.shape[1]] = g_codes[knn] == q_codes[q0:q0 + n, None]
-    for j in range(n):
-      r = int(n_rel[q0 + j])
-      if r == 0:
-        continue
-      s = rel[j, :r]
-      rel_ge = (s[None, :] >= s[:, None]).sum(1)  # relevant items scoring ≥ each relevant score
-      ap[q0 + j] = float(np.mean(rel_ge / (rel_ge + counts[j, :r])))
-      best_rank[q0 + j] = 1 + counts[j, r - 1]  # s is ascending: s[r-1] is the best relevant score
-  out = {'mAP': float(np.mean(ap[has_rel]))}
+  def relevant(i):  # query i's relevant gallery rows, ascending, its own row left out
+    rows = order[starts[i]:ends[i]]
+    return rows[rows != own[i]]
+  for i, scores, at_least, position in ranking.ranked_relevant(query, gallery, relevant, own, query_chunk=query_chunk,
+                                                                gallery_chunk=gallery_chunk):
+    relevant_at_least = np.searchsorted(-scores, -scores, side='right')  # scores run high to low
+    ap[i] = np.mean(relevant_at_least / (relevant_at_least + at_least))  # scikit-learn's AP, ties included
+    first[i] = position[0]
+    precision = np.arange(1, scores.size + 1) / position  # at each relevant hit, in ranked order
+    pml_ap[i] = precision[position <= pml_k].sum() / scores.size
+    map_at_r[i] = precision[position <= scores.size].sum() / scores.size
+  ranked = num_gallery - int(leave_one_out)  # items each query is ranked against
+  out['mAP'] = float(np.mean(ap[has_rel]))
   for k in ks:
-    out[f'rank@{k}'] = float(np.mean(best_rank[has_rel] <= k))
-  out.update(_pml_scores(knn_relevant[has_rel], n_rel[has_rel]))
-  out['queries_without_relevant'] = int((~has_rel).sum())
-  out['num_queries'] = int(has_rel.sum())
-  out['per_query_ap'] = ap
+    out[f'rank@{k}'] = float(np.mean(has_rel & (first <= k))) if k < ranked else float('nan')
+  out.update(precision_at_1=float(np.mean(first[has_rel] == 1)), pml_map=float(np.mean(pml_ap[has_rel])),
+             map_at_r=float(np.mean(map_at_r[has_rel])), queries_without_relevant=int((~has_rel).sum()),
+             num_queries=num_query, per_query_ap=ap)
+  if not has_rel.all():
+    out['queries_without_relevant_counted_as'] = WITHOUT_RELEVANT
   return out
 
 
@@ -212,24 +211,27 @@ def image_retrieval(query, query_labels, gallery, gallery_labels, *, ks=RANKS, q
 @jax.jit
 def _pair_ranks(rows, cols, offset):
   # offset is traced (not static): one program for every chunk; padded rows (beyond cols) are dropped
-  sims = jnp.dot(rows, cols.T, precision=HIGHEST, preferred_element_type=jnp.float32)
-  idx = jnp.arange(rows.shape[0])
-  own = jnp.take_along_axis(sims, jnp.minimum(offset + idx, cols.shape[0] - 1)[:, None], axis=1)
-  others = jnp.arange(cols.shape[0])[None, :] != (offset + idx)[:, None]
-  return 1 + jnp.sum(others & (sims >= own), axis=1)  # ties count against the pair
+  sims = jnp.dot(rows, cols.T, precision=ranking.HIGHEST, preferred_element_type=jnp.float32)
+  own_col = offset + jnp.arange(rows.shape[0])
+  own = jnp.take_along_axis(sims, jnp.minimum(own_col, cols.shape[0] - 1)[:, None], axis=1)
+  col = jnp.arange(cols.shape[0])[None, :]
+  # a stable sort's place: higher scores first, then equal scores at lower indices (identical captions)
+  return 1 + jnp.sum((sims > own) | ((sims == own) & (col < own_col[:, None])), axis=1)
 
 
 def _ranks(rows, cols, chunk):
   chunk = min(chunk, rows.shape[0])
   cols_dev = jnp.asarray(cols)
-  ranks = [np.asarray(_pair_ranks(jnp.asarray(_pad_rows(rows[r0:r0 + chunk], chunk)), cols_dev, r0))
+  ranks = [np.asarray(_pair_ranks(jnp.asarray(ranking.pad_rows(rows[r0:r0 + chunk], chunk)), cols_dev, r0))
            for r0 in range(0, rows.shape[0], chunk)]
   return np.concatenate(ranks)[:rows.shape[0]]
 
 
 def multimodal_retrieval(image, text, *, ks=(1, 5, 10), chunk=1024) -> dict:
   """Row i of ``image`` and ``text`` is a pair and each one's only positive. R@k, mean and median rank
-  (1-based) for text→image and image→text."""
+  (1-based) for text→image and image→text. A tie (identical captions, duplicate images) falls as a stable
+  sort of the scores puts it: the lower row first, the rule of every rank here (CLIP_benchmark's
+  ``torch.topk`` leaves the order of ties unspecified)."""
   image = l2_normalize(_check_2d('image', image))
   text = l2_normalize(_check_2d('text', text, image.shape[1]))
   if text.shape[0] != image.shape[0]:

@@ -50,7 +50,7 @@ def retrieval_grid(retrieval: dict, path: str, *, queries: int = 6, top_k: int =
   for row, qi in enumerate(chosen):
     axes[row, 0].imshow(image_ops.decode_png(retrieval['query_images'][qi]), cmap='gray')
     axes[row, 0].set_title('query', fontsize=7)
-    order = np.argsort(-(g @ q[qi]))[:top_k]
+    order = np.argsort(-(g @ q[qi]), kind='stable')[:top_k]  # ties by gallery order, as the metrics rank
     for col, gi in enumerate(order, start=1):
       ax = axes[row, col]
       ax.imshow(image_ops.decode_png(retrieval['gallery_images'][gi]), cmap='gray')

@@ -1,5 +1,6 @@
 """DeepPatent from its own files, end to end: a DeepPatent-layout tree (list files + PNG sheets) scored by
-the eval CLI with a small random CLIP; scores equal scikit-learn's on the saved embeddings; missing and
+the eval CLI with a small random CLIP; scores equal DeepPatent's official evaluation (re-written in
+tests.eval_helpers) on the saved embeddings; features from another tool matched by path; missing and
 unreadable images stop the run or are counted; CLIP_benchmark's result layout."""
 
 import json
@@ -10,12 +11,12 @@ import pytest
 from PIL import Image, ImageDraw
 
 from designclip_jax.data import images as image_ops
-from designclip_jax.eval import deeppatent, embed
+from designclip_jax.eval import deeppatent, embed, metrics
 from designclip_jax.eval.__main__ import main
 from designclip_jax.weights.loader import load_model
-from tests.eval_helpers import tiny_clip_dir
+from tests.eval_helpers import deeppatent_official, tiny_clip_dir
 
-sklearn_metrics = pytest.importorskip('sklearn.metrics')
+pytest.importorskip('sklearn.metrics')
 
 
 def _sheet(rng, shape_kind):
@@ -62,7 +63,25 @@ def _list(path):
   return [r[0] for r in rows], np.array([r[1] for r in rows])
 
 
-def test_deeppatent_tree_scores_like_sklearn_on_saved_embeddings(deeppatent_tree, tiny_checkpoint, tmp_path):
+def _official_on(saved):
+  """DeepPatent's official numbers on an .npz's embeddings (cosines in float64, rounded to float32)."""
+  q = saved['query'] / np.linalg.norm(saved['query'], axis=1, keepdims=True)
+  g = saved['gallery'] / np.linalg.norm(saved['gallery'], axis=1, keepdims=True)
+  scores = (q.astype(np.float64) @ g.astype(np.float64).T).astype(np.float32)
+  return deeppatent_official(scores, saved['query_labels'], saved['gallery_labels'], metrics.RANKS)
+
+
+def _assert_official(got, saved):
+  ref, per_query_ap = _official_on(saved)
+  assert got['mAP'] == pytest.approx(ref['mAP'], abs=1e-6)
+  for k in metrics.RANKS:  # the official code leaves out k >= the DB size
+    assert got[f'rank@{k}'] == (pytest.approx(ref[f'rank@{k}']) if f'rank@{k}' in ref else None), k
+  assert [np.nan if ap is None else ap for ap in got['per_query_ap']] == pytest.approx(list(per_query_ap), abs=1e-6,
+                                                                                        nan_ok=True)
+  assert got['query_paths'] == saved['query_paths'].tolist()
+
+
+def test_deeppatent_tree_scores_like_the_official_code_on_saved_embeddings(deeppatent_tree, tiny_checkpoint, tmp_path):
   out, npz = tmp_path / 'dp.json', tmp_path / 'dp.npz'
   embed._TOWERS.clear()
   main(['--checkpoint', tiny_checkpoint, '--deeppatent', str(deeppatent_tree), '--split', 'test',
@@ -77,26 +96,37 @@ def test_deeppatent_tree_scores_like_sklearn_on_saved_embeddings(deeppatent_tree
   for key, list_name in (('query', 'test_query_patent.txt'), ('gallery', 'test_db_patent.txt')):
     paths, labels = _list(deeppatent_tree / 'data' / list_name)
     np.testing.assert_array_equal(saved[f'{key}_labels'], labels)
+    np.testing.assert_array_equal(saved[f'{key}_paths'], paths)
     pixels = np.stack([image_ops.to_model_input(image_ops.preprocess_sheet(Image.open(deeppatent_tree / p), 32), 32,
                                                 normalization) for p in paths])
     np.testing.assert_allclose(saved[key], np.asarray(clip.encode_image(pixels)), atol=2e-5)
 
-  # the protocol: every query against the whole DB, relevant = same label; sklearn AP, Rank@k
-  q = saved['query'] / np.linalg.norm(saved['query'], axis=1, keepdims=True)
-  g = saved['gallery'] / np.linalg.norm(saved['gallery'], axis=1, keepdims=True)
-  sims = q.astype(np.float64) @ g.astype(np.float64).T
-  relevant = saved['query_labels'][:, None] == saved['gallery_labels'][None, :]
-  assert got['mAP'] == pytest.approx(np.mean([sklearn_metrics.average_precision_score(r, s)
-                                              for r, s in zip(relevant, sims)]), abs=1e-6)
-  first_relevant = np.array([1 + (s[~r] >= s[r].max()).sum() for r, s in zip(relevant, sims)])
-  for k in (1, 5, 10):
-    assert got[f'rank@{k}'] == pytest.approx(np.mean(first_relevant <= k))
-  assert got['num_queries'] == 10 and got['skipped_missing'] == 0
+  # the protocol: every query against the whole DB, relevant = same label, as the official code scores it
+  _assert_official(got, saved)
+  assert got['num_queries'] == 10 and got['skipped_missing'] == 0 and got['queries_without_relevant'] == 0
   assert {'precision_at_1', 'pml_map', 'map_at_r'} <= set(got)
 
   # the saved file rescored through --embeddings gives the same numbers
   main(['--embeddings', str(npz), '--task', 'image_retrieval', '--output', str(tmp_path / 're.json')])
-  assert json.loads((tmp_path / 're.json').read_text()) == pytest.approx(got)
+  assert json.loads((tmp_path / 're.json').read_text()) == got
+
+  # features another tool wrote: one pool of every image, shuffled, some paths absolute, matched by path
+  paths = saved['query_paths'].tolist() + saved['gallery_paths'].tolist()
+  features = np.concatenate([saved['query'], saved['gallery']])
+  order = np.random.default_rng(1).permutation(len(paths))
+  pool = tmp_path / 'other_tool.npz'
+  np.savez(pool, paths=[str(deeppatent_tree / paths[i]) if i % 2 else paths[i] for i in order],
+           embeddings=features[order])
+  main(['--embeddings', str(pool), '--deeppatent', str(deeppatent_tree), '--output', str(tmp_path / 'pool.json')])
+  assert json.loads((tmp_path / 'pool.json').read_text()) == got
+
+  # an image without features stops the run, or is left out and counted
+  np.savez(pool, paths=[paths[i] for i in order[1:]], embeddings=features[order[1:]])
+  with pytest.raises(SystemExit):
+    main(['--embeddings', str(pool), '--deeppatent', str(deeppatent_tree)])
+  main(['--embeddings', str(pool), '--deeppatent', str(deeppatent_tree), '--skip-missing', '--output',
+        str(tmp_path / 'skip.json')])
+  assert json.loads((tmp_path / 'skip.json').read_text())['skipped_missing'] == 1
 
   # CLIP_benchmark's layout, read the way `clip_benchmark build` reads it
   main(['--embeddings', str(npz), '--task', 'image_retrieval', '--format', 'clip_benchmark', '--output',
@@ -118,23 +148,31 @@ def test_missing_and_unreadable_images_stop_or_are_counted(deeppatent_tree, tiny
   root = tmp_path / 'copy'
   import shutil
   shutil.copytree(deeppatent_tree, root)
-  db, _ = _list(root / 'data' / 'test_db_patent.txt')
-  os.remove(root / db[3])
-  (root / db[5]).write_bytes(b'not a png')
+  db, db_labels = _list(root / 'data' / 'test_db_patent.txt')
+  gone = [p for p, label in zip(db, db_labels) if label == '1']  # query 1 loses every relevant DB image
+  for path in gone:
+    os.remove(root / path)
+  corrupt = next(p for p, label in zip(db, db_labels) if label == '2')
+  (root / corrupt).write_bytes(b'not a png')
   argv = ['--checkpoint', tiny_checkpoint, '--deeppatent', str(root), '--task', 'image_retrieval', '--output',
           str(tmp_path / 'dp.json')]
   with pytest.raises(SystemExit) as e:
     main(argv)
   assert e.value.code == 2
   err = capsys.readouterr().err
-  assert f'2 of the {len(db)} test DB images are missing or unreadable' in err
-  assert db[3] in err and db[5] in err and '--skip-missing' in err
+  assert f'{len(gone) + 1} of the {len(db)} test DB images are missing or unreadable' in err
+  assert gone[0] in err and corrupt in err and '--skip-missing' in err
   assert not (tmp_path / 'dp.json').exists()
 
-  main(argv + ['--skip-missing'])
+  main(argv + ['--skip-missing', '--save-embeddings', str(tmp_path / 'dp.npz')])
   got = json.loads((tmp_path / 'dp.json').read_text())
-  assert got['skipped_missing'] == 2
+  assert got['skipped_missing'] == len(gone) + 1
   assert 'skipped_missing' in capsys.readouterr().out
+  # the query left without a relevant item counts as the official code counts it, and the JSON says so
+  assert got['queries_without_relevant'] == 1 and got['num_queries'] == 10
+  assert 'misses in rank@k' in got['queries_without_relevant_counted_as']
+  assert got['per_query_ap'][0] is None
+  _assert_official(got, np.load(tmp_path / 'dp.npz'))
 
 
 def test_deeppatent_usage_errors(deeppatent_tree, tiny_checkpoint, tmp_path, capsys):
@@ -156,6 +194,22 @@ def test_deeppatent_usage_errors(deeppatent_tree, tiny_checkpoint, tmp_path, cap
   with pytest.raises(SystemExit):
     main(['--checkpoint', tiny_checkpoint, '--deeppatent', str(bad)])
   assert 'test_query_patent.txt:2: expected "<relative/path.png> <label>"' in capsys.readouterr().err
+  # a query whose patent has no DB image: the lists do not belong together (before any image is read)
+  (bad / 'data' / 'test_query_patent.txt').write_text('a.png 1\nb.png 2\nd.png 001\n')
+  with pytest.raises(SystemExit):
+    main(['--checkpoint', tiny_checkpoint, '--deeppatent', str(bad)])
+  err = capsys.readouterr().err
+  assert '2 of the 3 queries in' in err and 'b.png (label 2), d.png (label 001)' in err
+  assert 'do not belong together' in err
+
+
+def test_features_with_two_embeddings_for_one_image_are_refused(deeppatent_tree):
+  query, _ = _list(deeppatent_tree / 'data' / 'test_query_patent.txt')
+  features = {'paths': np.array([query[0], str(deeppatent_tree / query[0])]), 'embeddings': np.eye(2)}
+  with pytest.raises(ValueError, match='has two different embeddings in the embeddings file'):
+    deeppatent.features_by_path(features, str(deeppatent_tree), 'test')
+  with pytest.raises(ValueError, match='holds no image paths'):
+    deeppatent.features_by_path({'query': np.eye(2)}, str(deeppatent_tree), 'test')
 
 
 def test_each_process_opens_only_its_share_and_all_agree(tmp_path, monkeypatch):

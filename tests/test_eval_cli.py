@@ -33,7 +33,7 @@ def test_embeddings_input_json_equals_the_functions(tmp_path):
   _cli(['--embeddings', str(path), '--task', 'all', '--output', str(tmp_path / 'out.json')])
   got = json.loads((tmp_path / 'out.json').read_text())
   expected = metrics.image_retrieval(q, ql, g, gl)
-  expected.pop('per_query_ap')
+  per_query_ap = expected.pop('per_query_ap')
   expected.update(metrics.multimodal_retrieval(img, txt))
   zs = metrics.zero_shot(img, labels, cls, [50, 20, 9, 4, 1])
   zs.pop('per_class_acc'), zs.pop('per_class_n')
@@ -42,6 +42,55 @@ def test_embeddings_input_json_equals_the_functions(tmp_path):
   for k, v in expected.items():
     assert got[k] == pytest.approx(v), k
   assert got['queries_without_relevant'] == 0 and got['num_queries'] == 30
+  assert got['per_query_ap'] == pytest.approx(per_query_ap.tolist())  # each query's AP, in query order
+
+
+def test_class_level_retrieval_with_labels_of_many_items(tmp_path, capsys):
+  """A label with more gallery items than a chunk (8,192) crashed `eval --embeddings`; a query set that is
+  the gallery is scored leave-one-out on request and refused without it."""
+  rng = np.random.default_rng(3)
+  centers = rng.normal(size=(3, 8))
+  gl = np.r_[np.zeros(9000, int), rng.integers(1, 3, 1000)]
+  g = centers[gl] + rng.normal(scale=2.0, size=(10000, 8))
+  ql = rng.integers(0, 3, 20)
+  q = centers[ql] + rng.normal(scale=2.0, size=(20, 8))
+  classes = tmp_path / 'classes.npz'
+  np.savez(classes, query=q, query_labels=ql, gallery=g, gallery_labels=gl)
+  _cli(['--embeddings', str(classes), '--task', 'image_retrieval', '--output', str(tmp_path / 'classes.json')])
+  got = json.loads((tmp_path / 'classes.json').read_text())
+  expected = metrics.image_retrieval(q, ql, g, gl)
+  assert got['per_query_ap'] == pytest.approx(expected.pop('per_query_ap').tolist())
+  for k, v in expected.items():
+    assert got[k] == pytest.approx(v), k
+
+  x, labels = g[8500:], gl[8500:]  # 1,500 rows, the gallery only: every row a query
+  np.savez(classes, gallery=x, gallery_labels=labels)
+  _cli(['--embeddings', str(classes), '--task', 'image_retrieval', '--leave-one-out', '--output',
+        str(tmp_path / 'loo.json')])
+  got = json.loads((tmp_path / 'loo.json').read_text())
+  expected = metrics.image_retrieval(x, labels, x, labels, leave_one_out=True)
+  assert got['per_query_ap'] == pytest.approx(expected.pop('per_query_ap').tolist())
+  for k, v in expected.items():
+    assert got[k] == pytest.approx(v), k
+  assert got['num_queries'] == 1500
+
+  queries = rng.choice(1500, 200, replace=False)
+  np.savez(classes, query=x[queries], query_labels=labels[queries], gallery=x, gallery_labels=labels)
+  err = _exit_message(['--embeddings', str(classes), '--task', 'image_retrieval'], capsys)
+  assert 'all 200 queries are gallery rows too' in err and '--leave-one-out' in err
+
+
+def test_labels_of_two_types_are_refused(tmp_path, capsys):
+  """'001' in one file and 1 in the other used to leave the query silently unmatched."""
+  rng = np.random.default_rng(4)
+  path = tmp_path / 'mixed.npz'
+  np.savez(path, query=rng.normal(size=(3, 8)), query_labels=np.array(['001', '002', '003']),
+           gallery=rng.normal(size=(9, 8)), gallery_labels=np.arange(9) % 3 + 1)
+  err = _exit_message(['--embeddings', str(path), '--task', 'image_retrieval'], capsys)
+  assert "query_labels are text (e.g. '001') but gallery_labels are numbers" in err
+  err = _exit_message(['--embeddings', str(path), '--task', 'image_retrieval', '--leave-one-out',
+                       '--deeppatent', str(tmp_path)], capsys)
+  assert '--leave-one-out applies to image_retrieval from --embeddings' in err
 
 
 def test_bad_embeddings_exit_with_a_clear_message(tmp_path, capsys):

@@ -5,12 +5,19 @@
     python -m designclip_jax.eval --checkpoint C --deeppatent DEEPPATENT_ROOT --split test \\
         --task image_retrieval --save-embeddings dp_test.npz --output dp_test.json
     python -m designclip_jax.eval --embeddings emb.npz --task image_retrieval --output scores.json
+    python -m designclip_jax.eval --embeddings feats.npz --deeppatent DEEPPATENT_ROOT --split test --output dp.json
+    python -m designclip_jax.eval --embeddings classes.npz --task image_retrieval --leave-one-out
 
 A checkpoint is a training workdir (model.json + Orbax checkpoints; the newest step is used) or a
 Hugging Face CLIP directory (config.json + model.safetensors + tokenizer files) or an OpenAI-format
 checkpoint (OpenAI's RN50.pt / ViT-B-32.pt, open_clip's safetensors) with tokenizer files beside it.
-Image retrieval reports DeepPatent's mAP and rank@k and pytorch-metric-learning's precision_at_1,
-pml_map and map_at_r (different definitions: compare each only with numbers of its own name).
+Image retrieval reports DeepPatent's mAP and rank@k (its official code's definitions, ties broken by
+gallery order) and pytorch-metric-learning's precision_at_1, pml_map and map_at_r (different definitions:
+compare each only with numbers of its own name), and each query's AP (per_query_ap; null without a relevant
+item; DeepPatent: query_paths names them). --embeddings with --deeppatent takes features another tool wrote,
+matched to the list files by image path (keys query_paths + query, gallery_paths + gallery, or paths +
+embeddings), labels from the lists. --leave-one-out: the query set is the gallery (an .npz with gallery and
+gallery_labels only, or queries that are the gallery's first rows), each query's own row left out.
 With DESIGNCLIP_DISTRIBUTED=1 every process of a multi-host job embeds a share; process 0 reports.
 """
 
@@ -55,29 +62,59 @@ def _open_npz(path: str):
   return np.load(path, allow_pickle=False)
 
 
-def score_embeddings(path: str, tasks, *, pairs=None, pairs_seed=0) -> dict:
-  """Metrics from precomputed embeddings (keys per task in NPZ_KEYS; labels may be strings)."""
+def _json_list(values) -> list:
+  return [None if np.isnan(v) else float(v) for v in values]  # undefined values are JSON null, never NaN
+
+
+def retrieval_scores(arrays, *, leave_one_out=False) -> dict:
+  """image_retrieval on embeddings and labels (and, from DeepPatent, image paths and skipped_missing), with
+  each query's AP in query order (None: no relevant item) and its image path where known."""
+  query = arrays['query'] if 'query' in arrays else arrays['gallery']  # leave-one-out: the gallery is the queries
+  query_labels = arrays['query_labels'] if 'query' in arrays else arrays['gallery_labels']
+  scores = metrics.image_retrieval(query, query_labels, arrays['gallery'], arrays['gallery_labels'],
+                                   leave_one_out=leave_one_out)
+  scores['per_query_ap'] = _json_list(scores['per_query_ap'])
+  if 'query_paths' in arrays:
+    scores['query_paths'] = [str(p) for p in arrays['query_paths']]
+  if 'skipped_missing' in arrays:
+    scores['skipped_missing'] = int(arrays['skipped_missing'])
+  return scores
+
+
+def _needed_keys(task, args):
+  if task == 'image_retrieval' and args.deeppatent:
+    return ()  # deeppatent.features_by_path names what it needs
+  if task == 'image_retrieval' and args.leave_one_out:
+    return ('gallery', 'gallery_labels')
+  return NPZ_KEYS[task]
+
+
+def score_embeddings(path: str, tasks, args) -> dict:
+  """Metrics from precomputed embeddings (keys per task in NPZ_KEYS; labels may be strings); with
+  ``args.deeppatent`` the image-retrieval features are matched to that DeepPatent split's lists by path."""
   data = _open_npz(path)
   out = {}
   for task in tasks:
     if task == 'linear_probe':
       raise UsageError('linear_probe needs a model and a data set, not an embeddings file')
-    missing = [k for k in NPZ_KEYS[task] if k not in data]
+    missing = [k for k in _needed_keys(task, args) if k not in data]
     if missing:
       raise UsageError(f'{path} lacks {missing} needed for {task} (has {sorted(data.files)})')
   for task in tasks:
-    if task == 'image_retrieval':
-      scores = metrics.image_retrieval(data['query'], data['query_labels'], data['gallery'], data['gallery_labels'])
-      scores.pop('per_query_ap')
-      if 'skipped_missing' in data:
-        scores['skipped_missing'] = int(data['skipped_missing'])
+    if task == 'image_retrieval' and args.deeppatent:
+      from designclip_jax.eval import deeppatent  # pylint: disable=import-outside-toplevel
+      scores = retrieval_scores(deeppatent.features_by_path(data, args.deeppatent, args.split,
+                                                            skip_missing=args.skip_missing))
+    elif task == 'image_retrieval':
+      keys = [k for k in NPZ_KEYS[task] + ('query_paths', 'skipped_missing') if k in data]
+      scores = retrieval_scores({k: data[k] for k in keys}, leave_one_out=args.leave_one_out)
     elif task == 'multimodal_retrieval':
       image, text = data['image'], data['text']
       if len(image) == len(text):  # (unequal lengths: the metric names the mismatch)
-        chosen = runner.pair_subset(len(image), pairs, pairs_seed)
+        chosen = runner.pair_subset(len(image), args.pairs, args.pairs_seed)
         image, text = image[chosen], text[chosen]
       scores = metrics.multimodal_retrieval(image, text)
-      scores.update(pairs=len(image), pairs_seed=pairs_seed)
+      scores.update(pairs=len(image), pairs_seed=args.pairs_seed)
     else:
       labels = data['labels']
       if labels.dtype.kind in 'US':
@@ -98,15 +135,20 @@ def parse_args(argv):
                    '(.pt/.bin/.safetensors)')
   src.add_argument('--compare', nargs='+', metavar='CKPT', help='several checkpoints, side by side')
   src.add_argument('--embeddings', help='.npz of precomputed embeddings')
-  data = p.add_mutually_exclusive_group()
-  data.add_argument('--data', help='ingested data set directory (with --checkpoint/--compare)')
-  data.add_argument('--deeppatent', metavar='ROOT', help='DeepPatent download: list files in ROOT or ROOT/data, '
-                    'image paths relative to ROOT (image_retrieval only)')
+  p.add_argument('--data', help='ingested data set directory (with --checkpoint/--compare)')
+  p.add_argument('--deeppatent', metavar='ROOT', help='DeepPatent download: list files in ROOT or ROOT/data, '
+                 'image paths relative to ROOT (image_retrieval only); with --embeddings, features matched by path')
   p.add_argument('--split', default='test', help='data set split (DeepPatent: test or val)')
   p.add_argument('--skip-missing', action='store_true',
-                 help='DeepPatent: leave out missing or unreadable images (counted) instead of stopping')
+                 help='DeepPatent: leave out missing or unreadable images, or images without features in --embeddings '
+                 '(counted) instead of stopping; a query left without relevant item then counts as DeepPatent counts '
+                 'it (a miss in rank@k, left out of mAP)')
+  p.add_argument('--leave-one-out', action='store_true',
+                 help='--embeddings image retrieval where the query set is the gallery: each query ranked against '
+                 "the others (pytorch-metric-learning's ref_includes_query)")
   p.add_argument('--save-embeddings', metavar='E.npz',
-                 help='with --checkpoint: write the image-retrieval embeddings that --embeddings reads')
+                 help='with --checkpoint: write the image-retrieval embeddings that --embeddings reads (DeepPatent: '
+                 'with the image paths)')
   p.add_argument('--pairs', type=int, help='multimodal retrieval over a fixed seeded subset of N pairs '
                  '(the paper: 5000 of IMPACT validation); default all')
   p.add_argument('--pairs-seed', type=int, default=0)
@@ -124,12 +166,16 @@ def parse_args(argv):
 
 def _check_usage(args, tasks):
   if args.embeddings:
-    for flag, given in (('--data', args.data), ('--deeppatent', args.deeppatent),
-                        ('--save-embeddings', args.save_embeddings), ('--skip-missing', args.skip_missing)):
+    for flag, given in (('--data', args.data), ('--save-embeddings', args.save_embeddings)):
       if given:
         raise UsageError(f'{flag} does not apply to --embeddings')
   elif not (args.data or args.deeppatent):
     raise UsageError('--data or --deeppatent is required with --checkpoint/--compare')
+  if args.data and args.deeppatent:
+    raise UsageError('--data and --deeppatent are two data sets: give one')
+  if args.leave_one_out and (not args.embeddings or args.deeppatent or 'image_retrieval' not in tasks):
+    raise UsageError('--leave-one-out applies to image_retrieval from --embeddings (DeepPatent and --data have '
+                     'separate query sets)')
   other = set(args.task) - {'image_retrieval', 'all'}
   if args.deeppatent and other:
     raise UsageError(f'--deeppatent scores image_retrieval only, not {sorted(other)}')
@@ -164,10 +210,7 @@ def _evaluate_checkpoints(args, tasks):
       from designclip_jax.eval import deeppatent  # pylint: disable=import-outside-toplevel
       emb = deeppatent.embed_split(clip, args.deeppatent, args.split, batch_size=args.batch_size,
                                    normalization=normalization, skip_missing=args.skip_missing)
-      scores = metrics.image_retrieval(emb['query'], emb['query_labels'], emb['gallery'], emb['gallery_labels'])
-      scores.pop('per_query_ap')
-      scores['skipped_missing'] = emb['skipped_missing']
-      results[name] = runner.defined(scores)
+      results[name] = runner.defined(retrieval_scores(emb))
       if args.save_embeddings:
         _save_npz(args.save_embeddings, emb)
       continue
@@ -175,6 +218,8 @@ def _evaluate_checkpoints(args, tasks):
                              template=tuple(args.template), keep_arrays=True, pixel_normalization=normalization,
                              pairs=args.pairs, pairs_seed=args.pairs_seed)
     arrays = scores.pop('_arrays')
+    if 'per_query_ap' in arrays:
+      scores['per_query_ap'] = _json_list(arrays['per_query_ap'])
     results[name] = scores
     if 'per_class_acc' in arrays:
       per_class[name] = arrays['per_class_acc']
@@ -214,10 +259,11 @@ def _write_json(path, value):
 
 def clip_benchmark_records(scores: dict, tasks, *, dataset: str, model: str, pretrained: str) -> dict:
   """{task: CLIP_benchmark result dict} (``dataset``, ``model``, ``pretrained``, ``task``, flat ``metrics``,
-  ``language``): CLIP_benchmark's metric names where it has one, ours otherwise."""
+  ``language``): CLIP_benchmark's metric names where it has one, ours otherwise; undefined metrics (e.g. rank@k
+  past the gallery size) left out, as DeepPatent's code leaves them out."""
   out = {}
   for task in tasks:
-    keys = [k for k in runner.TABLE_KEYS[task] + TASK_KEYS.get(task, ()) if k in scores]
+    keys = [k for k in runner.TABLE_KEYS[task] + TASK_KEYS.get(task, ()) if scores.get(k) is not None]
     out[task] = {'dataset': dataset, 'model': model, 'pretrained': pretrained, 'task': CLIP_BENCHMARK_TASKS[task],
                  'metrics': {CLIP_BENCHMARK_NAMES.get(k, k): scores[k] for k in keys}, 'language': 'en'}
   return out
@@ -244,12 +290,12 @@ def run(args) -> dict:
     tasks = ['image_retrieval']
   _check_usage(args, tasks)
   if args.embeddings:
-    if 'all' in args.task:  # every task whose arrays the file holds
+    if 'all' in args.task and not args.deeppatent:  # every task whose arrays the file holds
       files = _open_npz(args.embeddings).files
-      tasks = [t for t, keys in NPZ_KEYS.items() if all(k in files for k in keys)]
-    results = {os.path.basename(args.embeddings): score_embeddings(args.embeddings, tasks, pairs=args.pairs,
-                                                                   pairs_seed=args.pairs_seed)}
-    dataset = os.path.splitext(os.path.basename(args.embeddings))[0]
+      tasks = [t for t in NPZ_KEYS if all(k in files for k in _needed_keys(t, args))]
+    results = {os.path.basename(args.embeddings): score_embeddings(args.embeddings, tasks, args)}
+    dataset = (f'deeppatent_{args.split}' if args.deeppatent else
+               os.path.splitext(os.path.basename(args.embeddings))[0])
   else:
     results = _evaluate_checkpoints(args, tasks)
     dataset = f'deeppatent_{args.split}' if args.deeppatent else f'{runner.model_label(args.data)}_{args.split}'

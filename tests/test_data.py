@@ -151,7 +151,7 @@ def test_ingestion_reports_exactly_the_planted_bad_rows(synthetic_data, tmp_path
   assert set(got) == set(expected)
   for key, (action, reason) in expected.items():
     assert got[key][0] == action and got[key][1].startswith(reason), (key, got[key])
-    assert all(r['csv_file'] == str(bad_csv) for r in report)
+    assert all(r['source'] == str(bad_csv) for r in report)
   skipped = sum(1 for a, _ in expected.values() if a == 'skipped')
   assert summary['rows_skipped'] == skipped
   assert sum(summary['patents_ingested'].values()) == n_rows - skipped

@@ -1,6 +1,7 @@
 """Ingestion at scale: resume after SIGKILL, worker count, refusal to overwrite, bad input, zip sources,
 the record index, and the Beam path (where apache-beam is installed)."""
 
+import ast
 import csv
 import glob
 import hashlib
@@ -128,7 +129,7 @@ def test_a_killed_worker_stops_the_ingest_naming_the_block_and_the_same_command_
   workers[0].send_signal(signal.SIGKILL)  # as the kernel's OOM killer does
   _, err = proc.communicate(timeout=120)
   last_line = err.strip().splitlines()[-1]
-  assert proc.returncode == 1 and re.fullmatch(r'error: block [1-3]: a decoding worker process died .*', last_line)
+  assert proc.returncode == 1 and re.fullmatch(r'error: block [1-3]: a worker process died .*', last_line)
   assert 'run the same command again to resume' in last_line
   assert not ingest.is_finished(out) and os.path.exists(first_block)
   ingest_cli.main(args)  # the same command
@@ -217,11 +218,17 @@ def test_drawings_in_a_yearly_zip_beside_the_csv_give_the_same_records(small_csv
 
 
 def test_record_index_matches_the_records(synthetic_data):
-  _, _, data_dir = synthetic_data
+  """Also the family (a CSV has none: the patent itself) and the Locarno code of class_search[0]."""
+  csv_path, _, data_dir = synthetic_data
+  with open(csv_path, newline='') as f:
+    locarno = {r['id']: ast.literal_eval(r['class_search'])[0] for r in csv.DictReader(f)}
   for split in SPLITS:
     index = pipeline.record_index(data_dir, split)
     records = list(pipeline.eval_records(data_dir, split))
     assert list(index.patent_id) == [r['patent_id'] for r in records]
+    assert list(index.family) == list(index.patent_id)
+    with np.load(os.path.join(data_dir, f'record_index-{split}.npz')) as z:
+      assert list(z['locarno']) == [f'{locarno[p][:2]}-{locarno[p][2:]}' for p in index.patent_id]
     np.testing.assert_array_equal(index.label, [r['label'] for r in records])
     assert [index.view_ids(i).tolist() for i in range(len(index))] == [r['views'] for r in records]
     np.testing.assert_array_equal(index.num_views(), [len(r['images']) for r in records])
@@ -248,6 +255,6 @@ def test_beam_pipeline_gives_the_streaming_records_and_report(synthetic_data, tm
   assert {k: v for k, v in a.items() if k not in ('dataset_dir', 'issues')} == \
       {k: v for k, v in b.items() if k not in ('dataset_dir', 'issues')}
   for split in SPLITS:
-    for field in ('patent_id', 'label', 'view_offsets', 'views'):
+    for field in ('patent_id', 'label', 'view_offsets', 'views', 'family'):
       np.testing.assert_array_equal(getattr(pipeline.record_index(beamed, split), field),
                                     getattr(pipeline.record_index(streamed, split), field))

@@ -1,4 +1,5 @@
-"""The 33 USPC design classes (D1–D30, D32, D34, D99), in one fixed order used everywhere."""
+"""The 33 USPC design classes (D1–D30, D32, D34, D99), in one fixed order used everywhere; the normal
+forms of USPC and Locarno codes as the USPTO's files write them."""
 
 from __future__ import annotations
 
@@ -46,8 +47,9 @@ CLASS_NAMES: tuple[str, ...] = tuple(n for _, n, _ in USPC_DESIGN_CLASSES)
 NUM_CLASSES = len(CLASS_CODES)
 _INDEX = {code: i for i, code in enumerate(CLASS_CODES)}
 
-# 'D' + a two-character, space-padded class number + subclass: 'D14486' is D14/486, 'D 4138' is D4/138.
-_USPC = re.compile(r'^\s*D(\d\d| \d)')
+# 'D' + a two-character, space-padded class number + subclass: 'D14486' is D14/486, 'D 4138' is D4/138;
+# or the normal form 'D4/138'.
+_USPC = re.compile(r'^\s*D(\d\d| \d|\d(?=/))')
 
 
 def class_index(uspc: str) -> int:
@@ -58,8 +60,36 @@ def class_index(uspc: str) -> int:
   primary = uspc.split(',')[0]
   m = _USPC.match(primary)
   if not m:
-    raise ValueError(f'{uspc!r} is not a USPC design class string (expected e.g. "D14486" or "D 2728")')
+    raise ValueError(f'{uspc!r} is not a USPC design class string (expected e.g. "D14486", "D 2728" or "D2/728")')
   code = f'D{int(m.group(1))}'
   if code not in _INDEX:
     raise ValueError(f'{uspc!r} names design class {code}, which is not one of the 33 USPC design classes')
   return _INDEX[code]
+
+
+# USPC as the USPTO's XML writes it: a 3-character class, a 3-character subclass, then digits after the
+# subclass's decimal point or a letter, spaces padding either part ('D28 47' D28/47, 'D 2731' D2/731,
+# ' D74012' D7/401.2, '2064595' 206/459.5, 'D14138 G' D14/138G). A leading space shifts the 'D' right
+# (' D9727' is D9/727): the rule of the USPTO's own parser (PatentPublicData, UspcClassification.fromText).
+_USPC_FIXED = re.compile(r'^((?:D|[0-9 ])[0-9 ][0-9])([0-9 ]{3})([0-9]*)\s*([A-Z]*)$')
+
+
+def uspc_code(text: str) -> str:
+  """The normal form 'D28/47' of one USPC classification string; ValueError if it has none."""
+  fixed = re.sub(r'^ (D)(\d)', r'\1 \2', text.rstrip()) if text.startswith(' D') else text.rstrip()
+  m = _USPC_FIXED.match(fixed)
+  if not m or not m.group(2).strip():
+    raise ValueError(f'{text!r} is not a USPC classification')
+  klass, sub, decimals, letters = m.groups()
+  klass = 'D' + str(int(klass[1:].replace(' ', '0'))) if klass[0] == 'D' else str(int(klass.replace(' ', '0')))
+  return f'{klass}/{int(sub.replace(" ", "0"))}{"." + decimals if decimals else ""}{letters}'
+
+
+# Locarno: 32 classes (01-32) and 99 (miscellaneous), each with subclasses; written '2803' or '28-03'.
+def locarno_code(text: str) -> str:
+  """The normal form 'CC-SS' of a Locarno class-subclass code ('2803', '28-03', '28 03'); ValueError
+  for anything else (a class outside 01-32 and 99 included)."""
+  digits = re.sub(r'[\s-]', '', text)
+  if not re.fullmatch(r'\d{4}', digits) or not (1 <= int(digits[:2]) <= 32 or digits[:2] == '99'):
+    raise ValueError(f'{text!r} is not a Locarno class-subclass code (e.g. "2803")')
+  return f'{digits[:2]}-{digits[2:]}'

@@ -1,4 +1,5 @@
-"""Parsing of IMPACT CSV rows: Python-list fields, design class, figure views and sheet mapping.
+"""The row record every reader produces (``PatentRow``, built by ``patent_row``: design class, figure
+views, sheet mapping), and IMPACT CSV rows parsed into it (Python-list fields, class_search's Locarno).
 
 Pure functions of strings; every rejection raises ``RowError`` with a reason that the ingestion
 report prints next to the CSV file and row number.
@@ -10,7 +11,7 @@ import ast
 import dataclasses
 import re
 
-from designclip_jax.data.classes import CLASS_CODES, CLASS_NAMES, class_index
+from designclip_jax.data.classes import CLASS_CODES, CLASS_NAMES, class_index, locarno_code
 
 # 'side' is a side view that does not say which side ('FIG. 2 is a side view thereof').
 VIEWS: tuple[str, ...] = ('front', 'rear', 'left', 'right', 'side', 'top', 'bottom', 'perspective', 'unknown')
@@ -68,6 +69,8 @@ def figure_views(fig_desc: list[str]) -> list[str]:
 
 @dataclasses.dataclass
 class PatentRow:
+  """One patent as every reader (IMPACT CSV, Red Book XML) hands it on: everything after the reader (views,
+  sheets, records, report) works from this."""
   patent_id: str
   title: str
   claim: str
@@ -77,6 +80,7 @@ class PatentRow:
   image_views: list[str]      # view per image; 'unknown' where the sheet->figure mapping is ambiguous
   mapping: str                # 'one_figure_per_sheet' | 'ambiguous' | 'no_view_named'
   repairs: list[str]
+  locarno: str = ''           # '28-03' (class-subclass); '' when the source gives none
 
   @property
   def class_code(self) -> str:
@@ -92,11 +96,32 @@ def parse_row(row: dict[str, str]) -> PatentRow:
   missing = [c for c in ('id', 'title', 'class', 'file_names', 'fig_desc', 'caption') if c not in row]
   if missing:
     raise RowError(f'missing column(s) {missing}')
-  patent_id = (row['id'] or '').strip()
+  files = parse_list(row['file_names'], 'file_names')
+  fig_desc = parse_list(row['fig_desc'], 'fig_desc')
+  try:
+    no_figs = int(row['no_figs']) if row.get('no_figs') else None
+  except ValueError:
+    raise RowError(f'no_figs is not an integer: {row.get("no_figs")!r}') from None
+  return patent_row((row['id'] or '').strip(), (row['title'] or '').strip(), (row.get('claim') or '').strip(),
+                    (row['caption'] or '').strip(), row['class'] or '', files, fig_desc, no_figs,
+                    _csv_locarno(row.get('class_search') or ''))
+
+
+def _csv_locarno(class_search: str) -> str:
+  """IMPACT's class_search[0] is the Locarno code ('0202'); '' when the field is absent or not a list."""
+  try:
+    codes = ast.literal_eval(class_search) if class_search else []
+  except (ValueError, SyntaxError):
+    return ''
+  return codes[0] if isinstance(codes, list) and codes and isinstance(codes[0], str) else ''
+
+
+def patent_row(patent_id: str, title: str, claim: str, caption: str, uspc: str, files: list[str],
+               fig_desc: list[str], no_figs: int | None, locarno: str = '') -> PatentRow:
+  """The row record from a reader's fields: class, sheets in order, the view of each sheet where the
+  sheet -> figure mapping is certain, the caption (or the title rule), the Locarno code's normal form."""
   if not patent_id:
     raise RowError('empty id')
-  caption = (row['caption'] or '').strip()
-  title = (row['title'] or '').strip()
   repairs = []
   if not caption:
     if not title:
@@ -104,20 +129,22 @@ def parse_row(row: dict[str, str]) -> PatentRow:
     caption = f'A design of a {title.lower()}.'
     repairs.append('empty caption replaced by the title')
   try:
-    label = class_index(row['class'] or '')
+    label = class_index(uspc)
   except ValueError as e:
     raise RowError(f'unknown class: {e}') from None
-  files = parse_list(row['file_names'], 'file_names')
   if not files:
     raise RowError('file_names is empty')
-  figures = figure_views(parse_list(row['fig_desc'], 'fig_desc'))
+  if locarno:
+    try:
+      locarno = locarno_code(locarno)
+    except ValueError as e:
+      repairs.append(f'unreadable Locarno class: {e}; kept without one')
+      locarno = ''
+  figures = figure_views(fig_desc)
   sheets = [f for f in files if not re.search(r'-D0+\.', f)]
   covers = [f for f in files if re.search(r'-D0+\.', f)]
   ordered = covers[:1] + sheets
-  try:
-    no_figs = int(row.get('no_figs') or len(figures))
-  except ValueError:
-    raise RowError(f'no_figs is not an integer: {row.get("no_figs")!r}') from None
+  no_figs = len(figures) if no_figs is None else no_figs
   if figures and all(v == 'unknown' for v in figures):
     mapping = 'no_view_named'
     repairs.append('fig_desc names no view: all images labelled unknown')
@@ -130,5 +157,5 @@ def parse_row(row: dict[str, str]) -> PatentRow:
     sheet_views = ['unknown'] * len(sheets)
   # The front-page drawing repeats one of the figures without saying which: its view stays unknown.
   views = ['unknown'] * len(covers[:1]) + sheet_views
-  return PatentRow(patent_id=patent_id, title=title, claim=(row.get('claim') or '').strip(), caption=caption,
-                   label=label, image_files=ordered, image_views=views, mapping=mapping, repairs=repairs)
+  return PatentRow(patent_id=patent_id, title=title, claim=claim, caption=caption, label=label, image_files=ordered,
+                   image_views=views, mapping=mapping, repairs=repairs, locarno=locarno)

@@ -19,7 +19,8 @@ from designclip_jax.data.impact import VIEWS
 
 CLASSES_FILE = 'classes.json'
 TOKENIZER_DIR = 'tokenizer'
-RECORD_INDEX = 'record_index-{split}.npz'  # per record: patent id, label, view ids (read instead of records)
+RECORD_INDEX = 'record_index-{split}.npz'  # per record: patent id, label, view ids, family, Locarno (no images)
+PATENTS_FILE = 'patents.jsonl'  # one object per grant read from XML: dates, classes, family, priority, citations
 REPORT_CSV, REPORT_JSON = 'ingest_report.csv', 'ingest_report.json'  # every skipped or repaired row; the summary
 
 DATASET_NAME = 'designclip_patents'
@@ -39,6 +40,8 @@ def features():
       'label': tfds.features.ClassLabel(names=list(CLASS_CODES)),
       'images': tfds.features.Sequence(tfds.features.Tensor(shape=(), dtype=np.object_)),  # PNG bytes
       'views': tfds.features.Sequence(tfds.features.ClassLabel(names=list(VIEWS))),
+      'family': tfds.features.Text(),   # family id ('US14037863'); the patent's own id when the input gives none
+      'locarno': tfds.features.Text(),  # Locarno class-subclass ('28-03'); '' when the input gives none
   })
 
 

@@ -84,6 +84,7 @@ class RecordIndex:
   label: np.ndarray         # (n,) int
   view_offsets: np.ndarray  # (n + 1,): record i's view ids are views[view_offsets[i]:view_offsets[i + 1]]
   views: np.ndarray         # (total images,) int, indices into VIEWS
+  family: np.ndarray        # (n,) str: family id (the patent's own id when the input gave no family)
 
   def __len__(self) -> int:
     return len(self.label)
@@ -101,7 +102,11 @@ def record_index(data_dir: str, split: str) -> RecordIndex:
     raise FileNotFoundError(f'{path} not found: {data_dir!r} was ingested by an older version or has no split '
                             f'{split!r}; run python -m designclip_jax.data.ingest --overwrite again')
   with path.open('rb') as f, np.load(f) as z:
-    return RecordIndex(z['patent_id'], z['label'].astype(np.int64), z['view_offsets'], z['views'].astype(np.int64))
+    if 'family' not in z:
+      raise FileNotFoundError(f'{path} has no family ids: {data_dir!r} was ingested by an older version; '
+                              'run python -m designclip_jax.data.ingest --overwrite again')
+    return RecordIndex(z['patent_id'], z['label'].astype(np.int64), z['view_offsets'], z['views'].astype(np.int64),
+                       z['family'])
 
 
 @dataclasses.dataclass(frozen=True)

@@ -15,8 +15,8 @@ def cache_root() -> str:
 
 
 def synthetic_dir(patents: int, seed: int, image_size: int, vocab: int) -> str:
-  # -f2: data sets with a record index (older caches are rebuilt, not misread)
-  return os.path.join(cache_root(), f'synthetic-p{patents}-s{seed}-i{image_size}-v{vocab}-f2')
+  # -f3: data sets whose record index holds family ids (older caches are rebuilt, not misread)
+  return os.path.join(cache_root(), f'synthetic-p{patents}-s{seed}-i{image_size}-v{vocab}-f3')
 
 
 def ensure_dataset(data_cfg) -> str:

@@ -28,16 +28,18 @@ import shutil
 from designclip_jax.data.ingest.csv_rows import check_inputs, duplicate_issue, parse_csv
 from designclip_jax.data.ingest.drawings import load_patent
 from designclip_jax.data.ingest.finish import finish
-from designclip_jax.data.ingest.rows import IngestError, RowItem, RowResult
+from designclip_jax.data.ingest.errors import IngestError
+from designclip_jax.data.ingest.rows import RowItem, RowResult
 from designclip_jax.data.ingest.sources import ImageSource, images_location
+from designclip_jax.data.ingest.splits import ID_RULE, LIST_RULE, read_split_lists
 from designclip_jax.data.ingest.writer import (BEAM_WORK_DIR, ROWS_PER_SHARD, atomic_json, block_meta, prepare_output,
                                                read_json)
 from designclip_jax.data.layout import DATASET_NAME, DESCRIPTION, SPLITS, VERSION, dataset_dir_in, features
 
 
-def _parse_file(indexed_path, images):
+def _parse_file(indexed_path, images, split_lists):
   csv_index, path = indexed_path
-  return parse_csv(path, csv_index, images_location(images, path))
+  return parse_csv(path, csv_index, images_location(images, path), split_lists)
 
 
 def _group_key(item: RowItem) -> str:
@@ -50,7 +52,7 @@ def _keep_first(group):
   _, items = group
   items = sorted(items, key=lambda x: x.key)
   for item in items[1:]:
-    item.issues, item.patent = [duplicate_issue(items[0].csv_file, items[0].row)], None
+    item.issues, item.patent = [duplicate_issue(items[0].source, items[0].row)], None
   return items
 
 
@@ -90,7 +92,8 @@ def _write_block_file(group, work: str) -> None:
   atomic_json(os.path.join(work, f'side-{block}.json'), block_meta(sorted(results, key=lambda r: r.key)))
 
 
-def _build(pipeline, csv_paths: list[str], images: str, image_size: int, rows_per_shard: int, work: str) -> dict:
+def _build(pipeline, csv_paths: list[str], images: str, image_size: int, rows_per_shard: int, work: str,
+           split_lists: dict[str, str] | None) -> dict:
   import apache_beam as beam  # pylint: disable=import-outside-toplevel
 
   class LoadPatents(_LoadPatents, beam.DoFn):
@@ -98,7 +101,7 @@ def _build(pipeline, csv_paths: list[str], images: str, image_size: int, rows_pe
 
   results = (pipeline
              | 'CsvFiles' >> beam.Create(list(enumerate(csv_paths)))
-             | 'ParseRows' >> beam.FlatMap(_parse_file, images=images)
+             | 'ParseRows' >> beam.FlatMap(_parse_file, images=images, split_lists=split_lists)
              | 'ById' >> beam.Map(lambda item: (_group_key(item), item))
              | 'GroupById' >> beam.GroupByKey()
              | 'KeepFirst' >> beam.FlatMap(_keep_first)
@@ -139,7 +142,8 @@ def builder_class():
 
 def ingest_beam(csv_pattern: str, images: str, out: str, *, beam_runner: str = 'DirectRunner',
                 beam_options: str = '', image_size: int = 256, tokenizer_vocab: int = 0,
-                context_length: int = 77, rows_per_shard: int = ROWS_PER_SHARD, overwrite: bool = False) -> dict:
+                context_length: int = 77, rows_per_shard: int = ROWS_PER_SHARD,
+                split_files: dict[str, str] | None = None, overwrite: bool = False) -> dict:
   """``ingest`` on Beam: the same records per split, the same report; returns the summary."""
   try:
     import apache_beam as beam  # pylint: disable=import-outside-toplevel
@@ -147,6 +151,7 @@ def ingest_beam(csv_pattern: str, images: str, out: str, *, beam_runner: str = '
     raise IngestError("apache_beam: not installed; pip install 'designclip_jax[beam]'") from None
   import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel
   csv_paths = check_inputs(csv_pattern, images)
+  split_lists = read_split_lists(split_files) if split_files else None
   settings = {'runner': 'beam', 'csv_files': [os.path.abspath(p) for p in csv_paths],
               'images': os.path.abspath(images), 'image_size': image_size}
   # a Beam run is not resumed block by block (the engine retries failed work itself): start clean
@@ -156,13 +161,15 @@ def ingest_beam(csv_pattern: str, images: str, out: str, *, beam_runner: str = '
     os.remove(old)
   builder_cls = builder_class()
   builder_cls.ingest_args = dict(csv_paths=[os.path.abspath(p) for p in csv_paths], images=os.path.abspath(images),
-                                 image_size=image_size, rows_per_shard=rows_per_shard, work=os.path.abspath(work))
+                                 image_size=image_size, rows_per_shard=rows_per_shard, work=os.path.abspath(work),
+                                 split_lists=split_lists)
   tfds.disable_progress_bar()
   builder = builder_cls(data_dir=out, file_format='array_record')
   options = beam.options.pipeline_options.PipelineOptions(shlex.split(beam_options))
   builder.download_and_prepare(download_config=tfds.download.DownloadConfig(beam_runner=beam_runner,
                                                                              beam_options=options))
   blocks = lambda: (read_json(path) for path in sorted(glob.glob(os.path.join(work, 'side-*.json'))))
-  summary = finish(out, csv_paths, image_size, tokenizer_vocab, context_length, blocks)
+  about = {'csv_files': csv_paths, 'split_rule': LIST_RULE if split_lists else ID_RULE}
+  summary = finish(out, image_size, tokenizer_vocab, context_length, blocks, about)
   shutil.rmtree(work, ignore_errors=True)
   return summary

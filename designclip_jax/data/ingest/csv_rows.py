@@ -8,8 +8,11 @@ import os
 import sys
 
 from designclip_jax.data.impact import IMPACT_COLUMNS, RowError, parse_row
-from designclip_jax.data.ingest.rows import IngestError, RowItem
+from designclip_jax.data.redbook import patent_number
+from designclip_jax.data.ingest.errors import IngestError
+from designclip_jax.data.ingest.rows import RowItem
 from designclip_jax.data.ingest.sources import check_images, images_location
+from designclip_jax.data.ingest.splits import split_of
 
 REQUIRED_COLUMNS = ('id', 'title', 'class', 'file_names', 'fig_desc', 'caption')
 
@@ -45,30 +48,37 @@ def check_inputs(csv_pattern: str, images: str) -> list[str]:
   return csv_paths
 
 
-def parse_csv(path: str, csv_index: int, images: str):
-  """RowItems of one CSV file, duplicates not yet resolved."""
+def parse_csv(path: str, csv_index: int, images: str, split_lists: dict[str, str] | None = None):
+  """RowItems of one CSV file, duplicates not yet resolved. A row's split: its list's (``split_lists``,
+  a row in no list is skipped), else the hash of its id; its family is itself (a CSV has no families)."""
   csv.field_size_limit(sys.maxsize)
   with open(path, newline='', encoding='utf-8') as f:
     for i, raw in enumerate(csv.DictReader(f), start=1):
       pid = (raw.get('id') or '').strip()
+      item = RowItem(csv_index << 32 | i, path, i, pid, None, [], images, family=pid)
       try:
-        patent = parse_row(raw)
+        item.patent = parse_row(raw)
       except RowError as e:
-        yield RowItem(csv_index << 32 | i, path, i, pid, None, [(str(e), 'skipped')], images)
+        item.issues.append((str(e), 'skipped'))
+        yield item
         continue
-      yield RowItem(csv_index << 32 | i, path, i, pid, patent, [(r, 'repaired') for r in patent.repairs], images)
+      item.issues += [(r, 'repaired') for r in item.patent.repairs]
+      item.split = split_of(pid) if split_lists is None else split_lists.get(patent_number(pid) or pid)
+      if item.split is None:
+        item.issues.append(('not in any --split-file list', 'skipped'))
+      yield item
 
 
 def duplicate_issue(first_csv: str, first_row: int) -> tuple[str, str]:
   return f'duplicate id (first seen at {os.path.basename(first_csv)} row {first_row})', 'skipped'
 
 
-def read_rows(csv_paths: list[str], images: str, rows_per_shard: int):
+def read_rows(csv_paths: list[str], images: str, rows_per_shard: int, split_lists: dict[str, str] | None = None):
   """Every data row of every CSV in order, with its block; a repeated id keeps its first row."""
   seen = {}
   number = 0
   for csv_index, path in enumerate(csv_paths):
-    for item in parse_csv(path, csv_index, images_location(images, path)):
+    for item in parse_csv(path, csv_index, images_location(images, path), split_lists):
       item.block = number // rows_per_shard
       number += 1
       if item.patent is not None:

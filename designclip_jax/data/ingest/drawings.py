@@ -3,19 +3,20 @@ per-process state of the worker processes that run it."""
 
 from __future__ import annotations
 
+import hashlib
+
 from designclip_jax.data import images as image_ops
 from designclip_jax.data.impact import VIEWS
 from designclip_jax.data.ingest.rows import RowItem, RowResult
-from designclip_jax.data.ingest.sources import ImageSource
-from designclip_jax.data.ingest.splits import split_of
+from designclip_jax.data.ingest.sources import ImageSource, open_part
 from designclip_jax.data.layout import serialize
 
 
 def load_patent(item: RowItem, source: ImageSource, image_size: int) -> RowResult:
   """Read, preprocess and PNG-encode one row's drawings; unreadable ones are reported."""
-  result = RowResult(item.key, item.csv_file, item.row, item.patent_id, list(item.issues), block=item.block)
+  result = RowResult(item.key, item.source, item.row, item.patent_id, list(item.issues), block=item.block)
   patent = item.patent
-  if patent is None:
+  if patent is None or item.split is None:
     return result
   encoded, views, problems = [], [], []
   for name, view in zip(patent.image_files, patent.image_views):
@@ -33,9 +34,11 @@ def load_patent(item: RowItem, source: ImageSource, image_size: int) -> RowResul
     result.issues.append(('; '.join(problems) or 'no images', 'skipped'))
     return result
   result.issues += [(f'{p} (image dropped)', 'repaired') for p in problems]
-  result.split, result.mapping = split_of(patent.patent_id), patent.mapping
+  result.split, result.mapping = item.split, patent.mapping
+  result.image_hashes = [hashlib.sha256(png).hexdigest()[:16] for png in encoded]
   result.example = {'patent_id': patent.patent_id, 'title': patent.title, 'caption': patent.caption,
-                    'label': patent.label, 'images': encoded, 'views': views}
+                    'label': patent.label, 'images': encoded, 'views': views, 'family': item.family,
+                    'locarno': patent.locarno}
   return result
 
 
@@ -61,7 +64,14 @@ def worker_source(location: str) -> ImageSource:
 
 def process_row(item: RowItem) -> RowResult:
   """Worker: one row -> its serialized record (only the row travels to the worker)."""
-  result = load_patent(item, worker_source(item.images), _WORKER['image_size'])
+  if item.part is not None:  # a Red Book grant: its own small zip or folder, opened for it alone
+    source = open_part(item.part)
+    try:
+      result = load_patent(item, source, _WORKER['image_size'])
+    finally:
+      source.close()
+  else:
+    result = load_patent(item, worker_source(item.images), _WORKER['image_size'])
   if result.example is not None:
     result.serialized = serialize(result.example)
     result.example = {k: v for k, v in result.example.items() if k != 'images'}  # metadata only back

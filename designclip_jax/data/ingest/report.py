@@ -12,23 +12,24 @@ import sys
 from designclip_jax.data.layout import REPORT_CSV
 
 SUMMARY_KEYS = ('rows_read', 'patents_ingested', 'rows_skipped', 'skipped_by_reason', 'rows_repaired_by_reason',
-                'sheet_to_figure_mapping', 'images_by_view', 'dataset_dir')
+                'rows_noted_by_reason', 'sheet_to_figure_mapping', 'images_by_view', 'records_without_locarno',
+                'split_rule', 'leakage_across_splits', 'redbook', 'dataset_dir')
 
 
 @dataclasses.dataclass
 class Issue:
-  csv_file: str
-  row: int  # 1-based data row (the header is not counted)
+  source: str
+  row: int  # 1-based: the CSV data row (the header is not counted), or the grant's place in the Red Book input
   patent_id: str
   reason: str
-  action: str  # 'skipped' | 'repaired'
+  action: str  # 'skipped' | 'repaired' (kept, changed by a stated rule) | 'noted' (kept as read, worth knowing)
 
 
 def write_report(out: str, issues: list[Issue]) -> None:
   with open(os.path.join(out, REPORT_CSV), 'w', newline='') as f:
     writer = csv.writer(f)
-    writer.writerow(['csv_file', 'row', 'patent_id', 'action', 'reason'])
-    writer.writerows([x.csv_file, x.row, x.patent_id, x.action, x.reason] for x in issues)
+    writer.writerow(['source', 'row', 'patent_id', 'action', 'reason'])
+    writer.writerows([x.source, x.row, x.patent_id, x.action, x.reason] for x in issues)
 
 
 def reason_kind(reason: str) -> str:
@@ -46,9 +47,10 @@ def count_by_action(issues: list[Issue]) -> dict[str, collections.Counter]:
 def print_summary(summary: dict, out=None, max_lines: int = 200) -> None:
   out = out or sys.stdout
   for x in summary['issues'][:max_lines]:
-    print(f'{x.action}: {os.path.basename(x.csv_file)} row {x.row} ({x.patent_id or "no id"}): {x.reason}', file=out)
+    print(f'{x.action}: {os.path.basename(x.source)} row {x.row} ({x.patent_id or "no id"}): {x.reason}', file=out)
   if len(summary['issues']) > max_lines:
     print(f'... {len(summary["issues"]) - max_lines} more in {REPORT_CSV}', file=out)
   print('\ningestion summary', file=out)
   for key in SUMMARY_KEYS:
-    print(f'  {key}: {summary[key]}', file=out)
+    if key in summary:
+      print(f'  {key}: {summary[key]}', file=out)

@@ -1,13 +1,18 @@
-"""Where drawings come from: a folder or a zip archive, found by file name wherever IMPACT's layouts put
-them."""
+"""Where inputs come from: drawings by file name in a folder or a zip archive, wherever IMPACT's layouts
+put them; and the parts of the USPTO's Red Book layout (weekly tars of per-grant ZIPs, folders of those
+ZIPs, per-patent folders with the XML beside the sheets), found by name pattern at any depth."""
 
 from __future__ import annotations
 
+import dataclasses
+import io
 import os
 import re
+import tarfile
 import zipfile
 
-from designclip_jax.data.ingest.rows import IngestError
+from designclip_jax.data.ingest.errors import IngestError
+
 
 
 def _candidate_names(name: str) -> list[str]:
@@ -26,10 +31,20 @@ class ImageSource:
   never pickled): a zip keeps its handle, a directory is probed by path, so no per-file index of the
   whole tree is built."""
 
-  def __init__(self, location: str):
-    self.location = location
-    self._zip = zipfile.ZipFile(location) if os.path.isfile(location) else None
+  def __init__(self, location: str, data: bytes | None = None):
+    self.location = location  # a directory or zip file; with ``data``, the name of that in-memory zip
+    if data is not None:
+      self._zip = zipfile.ZipFile(io.BytesIO(data))
+    else:
+      self._zip = zipfile.ZipFile(location) if os.path.isfile(location) else None
     self._basenames = None  # zip members by base name, built on the first name not at a standard place
+
+  def find(self, pattern: re.Pattern) -> bytes:
+    """The first zip member (in archive order, at any depth) whose base name matches ``pattern``."""
+    for name in self._zip.namelist():
+      if pattern.fullmatch(os.path.basename(name)):
+        return self._zip.read(name)
+    raise FileNotFoundError(pattern.pattern)
 
   def read(self, name: str) -> bytes:
     if self._zip is None:
@@ -74,3 +89,94 @@ def check_images(location: str) -> None:
       zf.infolist()
   except (zipfile.BadZipFile, OSError) as e:
     raise IngestError(f'{location}: not a readable zip file or directory ({e})') from None
+
+
+# A grant's part: US[kind]<number>-<date>.ZIP (its XML and sheets) or, unpacked, its .XML beside the sheets.
+_GRANT_PART = re.compile(r'US(D|PP|RE|H|T|)(\d+)-(\d{8})\.(ZIP|XML)', re.IGNORECASE)
+GRANT_XML = re.compile(r'USD\d+-\d{8}\.XML', re.IGNORECASE)
+GRANT_KINDS = {'d': 'design', '': 'utility', 'pp': 'plant', 're': 'reissue', 'h': 'statutory invention registration',
+               't': 'defensive publication'}
+
+
+@dataclasses.dataclass(frozen=True)
+class Part:
+  """Where one design grant's XML and sheets are: a ZIP file, a ZIP inside a tar (read at its offset,
+  so a worker needs no index of the tar), or a folder holding the XML (``member``) beside the sheets."""
+  kind: str       # 'zip' | 'tar' | 'folder'
+  location: str   # the ZIP file, the tar, or the folder
+  member: str = ''  # the tar member, or the XML's file name in the folder
+  offset: int = 0
+  size: int = 0
+
+  @property
+  def name(self) -> str:
+    """Where it is, for the report."""
+    return f'{self.location}:{self.member}' if self.kind == 'tar' else (
+        os.path.join(self.location, self.member) if self.member else self.location)
+
+  @property
+  def patent_stem(self) -> str:
+    """'USD0907292-20210105' from the part's file name."""
+    return os.path.splitext(os.path.basename(self.member or self.location))[0]
+
+
+def _grant_kind(name: str) -> str | None:
+  """The kind of grant a file name holds ('design', 'utility', ...), None for any other file."""
+  m = _GRANT_PART.fullmatch(os.path.basename(name))
+  return GRANT_KINDS[m.group(1).lower()] if m else None
+
+
+def _tar_parts(path: str):
+  try:
+    tar = tarfile.open(path, 'r:')  # uncompressed only: members are read at their offsets
+  except tarfile.ReadError as e:
+    raise IngestError(f'{path}: not an uncompressed tar ({e}); the weekly Red Book tars are plain tars') from None
+  with tar:
+    for info in tar:
+      kind = _grant_kind(info.name) if info.isfile() else None
+      if kind is not None and info.name.upper().endswith('.ZIP'):
+        yield kind, Part('tar', path, info.name, info.offset_data, info.size) if kind == 'design' else None
+
+
+def _folder_parts(folder: str):
+  for root, dirs, files in os.walk(folder):
+    dirs.sort()
+    for name in sorted(files):
+      path = os.path.join(root, name)
+      if name.lower().endswith('.tar'):
+        yield from _tar_parts(path)
+        continue
+      kind = _grant_kind(name)
+      if kind == 'design':
+        yield kind, Part('zip', path) if name.upper().endswith('.ZIP') else Part('folder', root, name)
+      elif kind is not None:
+        yield kind, None
+
+
+def find_parts(paths: list[str]):
+  """(kind of grant, Part or None) for every grant found under ``paths``, in a fixed order (paths as
+  given, folders walked in sorted order, tars in member order); only design grants get a Part."""
+  for path in paths:
+    if os.path.isdir(path):
+      yield from _folder_parts(path)
+    elif os.path.isfile(path) and _grant_kind(path) == 'design' and path.upper().endswith('.ZIP'):
+      yield 'design', Part('zip', path)
+    elif os.path.isfile(path) and tarfile.is_tarfile(path):
+      yield from _tar_parts(path)
+    else:
+      raise IngestError(f'{path}: --redbook path is not a folder, a weekly tar or a USD<number>-<date>.ZIP'
+                        + ('' if os.path.exists(path) else ' (it does not exist)'))
+
+
+def open_part(part: Part) -> ImageSource:
+  """The part's files by name (its sheets, and its XML through ``part_xml``)."""
+  if part.kind == 'tar':
+    with open(part.location, 'rb') as f:
+      f.seek(part.offset)
+      return ImageSource(part.name, data=f.read(part.size))
+  return ImageSource(part.location)
+
+
+def part_xml(source: ImageSource, part: Part) -> bytes:
+  """The grant XML of an opened part; FileNotFoundError if it has none."""
+  return source.read(part.member) if part.kind == 'folder' else source.find(GRANT_XML)

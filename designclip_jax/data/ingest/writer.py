@@ -11,27 +11,29 @@ import os
 import re
 import shutil
 
-from designclip_jax.data.ingest.rows import IngestError, RowResult
-from designclip_jax.data.layout import (CLASSES_FILE, RECORD_INDEX, REPORT_CSV, REPORT_JSON, SPLITS, TOKENIZER_DIR,
-                                        dataset_dir_in, shard_name, write_metadata)
+from designclip_jax.data.ingest.errors import IngestError
+from designclip_jax.data.ingest.rows import RowResult
+from designclip_jax.data.layout import (CLASSES_FILE, PATENTS_FILE, RECORD_INDEX, REPORT_CSV, REPORT_JSON, SPLITS,
+                                        TOKENIZER_DIR, dataset_dir_in, shard_name, write_metadata)
 
 WORK_DIR = '.ingest_work'
 BEAM_WORK_DIR = '.beam_work'
 ROWS_PER_SHARD = 1000
-FORMAT_VERSION = 2  # of the work directory's block files
+FORMAT_VERSION = 3  # of the work directory's block files
 
 
 def block_meta(results: list[RowResult]) -> dict:
-  """What finishing needs of a block, in record order: per split [patent id, label, views, caption],
-  and the report lines."""
+  """What finishing needs of a block, in record order: per split [patent id, label, views, caption,
+  family, Locarno, drawing hashes], and the report lines."""
   records = {s: [] for s in SPLITS}
   mapping = collections.Counter()
   issues = []
   for r in results:
-    issues += [[r.csv_file, r.row, r.patent_id, reason, action] for reason, action in r.issues]
+    issues += [[r.source, r.row, r.patent_id, reason, action] for reason, action in r.issues]
     if r.split is not None:
       ex = r.example
-      records[r.split].append([ex['patent_id'], int(ex['label']), [int(v) for v in ex['views']], ex['caption']])
+      records[r.split].append([ex['patent_id'], int(ex['label']), [int(v) for v in ex['views']], ex['caption'],
+                               ex['family'], ex['locarno'], r.image_hashes])
       mapping[r.mapping] += 1
   return {'records': records, 'issues': issues, 'mapping': dict(mapping)}
 
@@ -106,7 +108,7 @@ def _remove_outputs(out: str) -> None:
   """Everything ingestion writes under ``out`` (and nothing else there)."""
   for name in (WORK_DIR, os.path.dirname(dataset_dir_in(out)), TOKENIZER_DIR, BEAM_WORK_DIR):
     shutil.rmtree(os.path.join(out, name), ignore_errors=True)
-  for name in [CLASSES_FILE, REPORT_CSV, REPORT_JSON] + [RECORD_INDEX.format(split=s) for s in SPLITS]:
+  for name in [CLASSES_FILE, REPORT_CSV, REPORT_JSON, PATENTS_FILE] + [RECORD_INDEX.format(split=s) for s in SPLITS]:
     if os.path.exists(os.path.join(out, name)):
       os.remove(os.path.join(out, name))
 

@@ -18,6 +18,7 @@ from designclip_jax.data.classes import locarno_code, uspc_code
 from designclip_jax.data.impact import parse_row, patent_row
 from designclip_jax.data.ingest import __main__ as ingest_cli
 from designclip_jax.data.ingest import ingest, ingest_redbook, redbook_rows, stream
+from designclip_jax.data.ingest.sources import ARCHIVE_NOT_READ
 from designclip_jax.data.ingest.splits import read_split_lists, split_of
 from designclip_jax.data.layout import PATENTS_FILE, RECORD_INDEX, REPORT_CSV, SPLITS
 from designclip_jax.data.redbook import GrantError, caption_from_grant, document_number, parse_grant, patent_number
@@ -172,6 +173,23 @@ def test_bad_grant_xml_is_one_reason():
     parse_grant(b'<PATDOC><SDOBI/></PATDOC>')
 
 
+@needs_sample
+def test_locarno_problems_are_noted_and_the_grant_kept():
+  stem = 'USD0907292-20210105'
+  xml = (IMPACT_SAMPLE / stem / f'{stem}.XML').read_text(encoding='utf-8')
+  cases = {'<edition>13</edition>': ('<edition>99</edition>', '28-03', "unknown Locarno edition: '99'"),
+           '<main-classification>2803</main-classification>': (
+               '<main-classification>3301</main-classification>', '', 'unreadable Locarno class'),
+           '<classification-locarno>': ('<classification-national-old>', '', 'no Locarno class in the XML')}
+  for old, (new, locarno, note) in cases.items():
+    edited = xml.replace(old, new, 1)
+    if old == '<classification-locarno>':
+      edited = edited.replace('</classification-locarno>', '</classification-national-old>', 1)
+    g = parse_grant(edited.encode())
+    assert g.locarno == locarno and len(g.notes) == 1 and g.notes[0].startswith(note), g.notes
+    assert g.patent_id == 'D0907292' and g.uspc == ['D28/47']
+
+
 def test_caption_rule():
   fig_desc = ['FIG. 1 is a front perspective view of a cup;', 'FIG. 2 is a rear view thereof;',
               'FIG. 3 is a cross-sectional view taken along line 3-3;', 'FIG. 4 is a front view thereof.']
@@ -310,6 +328,7 @@ def test_bad_grants_are_report_rows_and_other_kinds_are_counted(small_reference,
   empty_zip = root / 'USD0999004-20210209.ZIP'
   empty_zip.write_bytes(_zip_without_xml())
   (root / 'USPP032712-20210105.XML').write_text('<us-patent-grant/>')  # a plant grant, unpacked
+  (root / '2021.zip').write_bytes(_zip_without_xml())  # an archive not named as a grant: counted, not read
   shutil.copytree(root / stem, tmp_path / 'again' / stem)  # the same patent a second time
   out = str(tmp_path / 'out')
   summary = ingest_redbook([str(root), str(tmp_path / 'again')], out, image_size=SIZE, workers=1, progress=False)
@@ -320,7 +339,7 @@ def test_bad_grants_are_report_rows_and_other_kinds_are_counted(small_reference,
                     ('D0999004', 'skipped', 'no grant XML (USD<number>-<date>.XML) in the part'),
                     ('D0910059', 'skipped', f'duplicate id (first seen at {stem}.XML row 2)')}, report
   assert summary['rows_skipped'] == 3 and summary['records_without_locarno'] == 1
-  assert summary['redbook']['grants_found_by_kind'] == {'design': 8, 'plant': 1}
+  assert summary['redbook']['grants_found_by_kind'] == {'design': 8, 'plant': 1, ARCHIVE_NOT_READ: 1}
   with open(os.path.join(out, PATENTS_FILE)) as f:
     patents = {p['id']: p for p in map(json.loads, f)}
   assert sorted(patents) == sorted(['D0910059', 'D0913312', 'D0937858', 'D0999001', 'D0999002'])

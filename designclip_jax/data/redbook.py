@@ -126,7 +126,8 @@ def parse_xml(data: bytes) -> ET.Element:
 def _related(biblio: ET.Element) -> list[dict]:
   """us-related-documents: every relation (continuation, division, continuation-in-part, ...)."""
   related = []
-  for kind in biblio.find('us-related-documents') if biblio.find('us-related-documents') is not None else []:
+  documents = biblio.find('us-related-documents')
+  for kind in documents if documents is not None else []:
     for relation in kind.findall('relation'):
       country, number, date = _document(relation.find('parent-doc/document-id'))
       parent_grant = _document(relation.find('parent-doc/parent-grant-document/document-id'))
@@ -136,6 +137,39 @@ def _related(biblio: ET.Element) -> list[dict]:
                       'patent': document_number(parent_grant[0] or 'US', parent_grant[1]) if parent_grant[1] else '',
                       'child': document_number(child_country or 'US', child_number) if child_number else ''})
   return related
+
+
+def _uspc(biblio: ET.Element, notes: list[str]) -> list[str]:
+  """classification-national in normal forms, main first, each once."""
+  national = biblio.find('classification-national')
+  elements = [national.find('main-classification')] + national.findall('further-classification') if (
+      national is not None) else []
+  codes = []
+  for element in elements:
+    try:
+      code = uspc_code(element.text or '') if element is not None else ''
+    except ValueError as e:
+      notes.append(f'unreadable USPC class: {e}')
+      continue
+    if code and code not in codes:
+      codes.append(code)
+  return codes
+
+
+def _locarno(biblio: ET.Element, notes: list[str]) -> tuple[str, str]:
+  """(class-subclass, edition); a missing or unreadable class or an unknown edition is noted, never dropped."""
+  edition = (biblio.findtext('classification-locarno/edition') or '').strip()
+  written = biblio.findtext('classification-locarno/main-classification')
+  if written is None:
+    notes.append('no Locarno class in the XML: kept without one')
+    return '', edition
+  if edition not in LOCARNO_EDITIONS:
+    notes.append(f'unknown Locarno edition: {edition or "(none)"!r}; class kept as written')
+  try:
+    return locarno_code(written), edition
+  except ValueError as e:
+    notes.append(f'unreadable Locarno class: {e}; kept without one')
+    return '', edition
 
 
 def _citations(biblio: ET.Element) -> tuple[list[str], list[str], dict[str, int], list[str]]:
@@ -176,28 +210,8 @@ def parse_grant(data: bytes) -> Grant:
     raise GrantError(f'not a design patent: {number or "no number"} kind {kind or "none"}')
   app_country, app_number, filing_date = _document(biblio.find('application-reference/document-id'))
   notes = []
-  national = biblio.find('classification-national')
-  uspc = []
-  for element in ([national.find('main-classification')] + national.findall('further-classification')
-                  if national is not None else []):
-    try:
-      code = uspc_code(element.text or '') if element is not None else ''
-    except ValueError as e:
-      notes.append(f'unreadable USPC class: {e}')
-      continue
-    if code and code not in uspc:
-      uspc.append(code)
-  locarno, edition = '', (biblio.findtext('classification-locarno/edition') or '').strip()
-  main_locarno = biblio.findtext('classification-locarno/main-classification')
-  if main_locarno is None:
-    notes.append('no Locarno class in the XML: kept without one')
-  else:
-    try:
-      locarno = locarno_code(main_locarno)
-    except ValueError as e:
-      notes.append(f'unreadable Locarno class: {e}; kept without one')
-    if edition not in LOCARNO_EDITIONS:
-      notes.append(f'unknown Locarno edition: {edition or "(none)"!r}; class kept as written')
+  uspc = _uspc(biblio, notes)
+  locarno, edition = _locarno(biblio, notes)
   examiner, applicant, counts, citation_notes = _citations(biblio)
   description = root.find('description/description-of-drawings')
   paragraphs = [_text(p) for p in description.iter('p')] if description is not None else []

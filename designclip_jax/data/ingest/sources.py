@@ -94,6 +94,7 @@ def check_images(location: str) -> None:
 # A grant's part: US[kind]<number>-<date>.ZIP (its XML and sheets) or, unpacked, its .XML beside the sheets.
 _GRANT_PART = re.compile(r'US(D|PP|RE|H|T|)(\d+)-(\d{8})\.(ZIP|XML)', re.IGNORECASE)
 GRANT_XML = re.compile(r'USD\d+-\d{8}\.XML', re.IGNORECASE)
+ARCHIVE_NOT_READ = 'archive not named as a grant (not read)'  # counted, so a misplaced yearly zip is seen
 GRANT_KINDS = {'d': 'design', '': 'utility', 'pp': 'plant', 're': 'reissue', 'h': 'statutory invention registration',
                't': 'defensive publication'}
 
@@ -136,6 +137,10 @@ def _tar_parts(path: str):
       kind = _grant_kind(info.name) if info.isfile() else None
       if kind is not None and info.name.upper().endswith('.ZIP'):
         yield kind, Part('tar', path, info.name, info.offset_data, info.size) if kind == 'design' else None
+      elif kind is not None:
+        yield f'{kind}: unpacked inside a tar (not read)', None
+      elif info.isfile() and info.name.lower().endswith(('.zip', '.tar')):
+        yield ARCHIVE_NOT_READ, None
 
 
 def _folder_parts(folder: str):
@@ -151,11 +156,14 @@ def _folder_parts(folder: str):
         yield kind, Part('zip', path) if name.upper().endswith('.ZIP') else Part('folder', root, name)
       elif kind is not None:
         yield kind, None
+      elif name.lower().endswith('.zip'):
+        yield ARCHIVE_NOT_READ, None
 
 
 def find_parts(paths: list[str]):
   """(kind of grant, Part or None) for every grant found under ``paths``, in a fixed order (paths as
-  given, folders walked in sorted order, tars in member order); only design grants get a Part."""
+  given, folders walked in sorted order, tars in member order); only design grants get a Part. Archives
+  that are not grants, and grants a tar holds unpacked, are yielded too (counted, not read)."""
   for path in paths:
     if os.path.isdir(path):
       yield from _folder_parts(path)

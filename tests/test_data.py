@@ -15,6 +15,8 @@ from designclip_jax.data import ingest, pipeline, synthetic
 from designclip_jax.data.classes import CLASS_CODES, class_index
 from designclip_jax.data.impact import parse_row, parse_view
 from designclip_jax.data.layout import REPORT_CSV, REPORT_JSON, SPLITS
+from designclip_jax.data.synthetic_articles import LOCARNO, class_counts
+from designclip_jax.data.synthetic_drawing import sample_object
 from designclip_jax.data.tokenizer import Tokenizer
 from tests.ingest_cases import plant_bad_rows
 
@@ -121,15 +123,17 @@ def test_synthetic_set_is_byte_identical_for_a_seed_and_long_tailed(tmp_path):
   assert _tree_digest(os.path.dirname(a)) == _tree_digest(os.path.dirname(b))
   c = synthetic.generate(str(tmp_path / 'c'), 99, seed=6, workers=1, progress=False)
   assert _tree_digest(os.path.dirname(a)) != _tree_digest(os.path.dirname(c))
-  counts = synthetic.class_counts(20000)
+  counts = class_counts(20000)
   assert counts.sum() == 20000 and 40 <= counts.max() / counts.min() <= 70
 
 
 def test_synthetic_views_share_the_object_and_patents_differ():
   row_a, files_a = synthetic.make_patent(0, 5, seed=0)
   row_b, files_b = synthetic.make_patent(1, 5, seed=0)
-  parts_a = synthetic.sample_object(5, np.random.default_rng([0, 0]))
+  parts_a = sample_object(5, np.random.default_rng([0, 0]))
   assert row_a['class'].startswith('D 6') and row_b['class'].startswith('D 6')
+  # Locarno as IMPACT gives it (class_search[0]), the same article -> code map as the Red Book layout's
+  assert ast.literal_eval(row_a['class_search']) == [LOCARNO[row_a['title'].lower()], row_a['class']]
   assert set(files_a.values()).isdisjoint(files_b.values())
   views = [parse_view(d) for d in ast.literal_eval(row_a['fig_desc'])]
   assert views[0] == 'perspective' and len(set(views)) == len(views) >= 3

@@ -121,6 +121,7 @@ def test_checkpoint_hf_export_and_embeddings_inputs_agree(synthetic_data, tmp_pa
   assert 'mAP' in printed and re.search(r'^class\s+train\s+test', printed, re.M)
   assert re.search(r'^D\d+\s+\d+\s+\d+\s+\d\.\d{3}\s+\d\.\d{3}', printed, re.M)  # a class row, two models
   both = json.loads(out.read_text())
+  assert both.pop('provenance')['data']['dir'] == data_dir
   assert set(both) == {'run', 'hf'}
   for k, v in both['run'].items():
     assert both['hf'][k] == pytest.approx(v, abs=1e-6), k
@@ -143,6 +144,7 @@ def test_checkpoint_hf_export_and_embeddings_inputs_agree(synthetic_data, tmp_pa
            class_counts=np.array(pipeline.class_table(data_dir)['train_counts']))
   _cli(['--embeddings', str(npz), '--output', str(tmp_path / 'emb.json')])
   from_embeddings = json.loads((tmp_path / 'emb.json').read_text())
+  from_embeddings.pop('provenance')
   for k, v in from_embeddings.items():
     assert both['run'][k] == pytest.approx(v, abs=1e-6), k
 
@@ -218,7 +220,7 @@ def test_pairs_score_a_fixed_seeded_subset(tmp_path):
   for name, seed in (('a', 3), ('b', 3), ('c', 4)):
     _cli(['--embeddings', str(path), '--task', 'multimodal_retrieval', '--pairs', '10', '--pairs-seed', str(seed),
           '--output', str(tmp_path / f'{name}.json')])
-    outs.append(json.loads((tmp_path / f'{name}.json').read_text()))
+    outs.append({k: v for k, v in json.loads((tmp_path / f'{name}.json').read_text()).items() if k != 'provenance'})
   assert outs[0] == outs[1] and outs[0]['pairs'] == 10 and outs[0]['pairs_seed'] == 3
   chosen = runner.pair_subset(40, 10, 3)
   assert len(set(chosen)) == 10 and not np.array_equal(chosen, runner.pair_subset(40, 10, 4))
@@ -251,7 +253,9 @@ def test_openai_checkpoint_file_scores_like_a_workdir_started_from_it(synthetic_
   out = tmp_path / 'scores.json'
   _cli(['--compare', str(tmp_path / 'run'), checkpoint, '--data', data_dir, '--task', 'zero_shot',
         'image_retrieval', 'multimodal_retrieval', '--output', str(out)])
-  run, from_file = json.loads(out.read_text()).values()
+  both = json.loads(out.read_text())
+  both.pop('provenance')
+  run, from_file = both.values()
   assert run.keys() == from_file.keys() and 'top1' in run and 'mAP' in run
   for k, v in run.items():
     assert from_file[k] == pytest.approx(v, abs=1e-6), k

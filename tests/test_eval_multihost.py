@@ -28,6 +28,8 @@ def test_two_processes_give_the_scores_of_one(synthetic_data, tmp_path):
   assert 'mAP' in outputs[0] and 'mAP' not in outputs[1]  # process 0 reports
 
   one, two = (json.loads((tmp_path / f'{n}.json').read_text()) for n in ('one', 'two'))
+  made_by = one.pop('provenance'), two.pop('provenance')
+  assert [m['processes'] for m in made_by] == [1, 2] and made_by[0]['data'] == made_by[1]['data']
   assert one.keys() == two.keys() and {'top1', 'mAP', 't2i_R@5', 'probe_acc'} <= set(one)
   for k, v in one.items():
     assert two[k] == pytest.approx(v, abs=1e-6), k
@@ -50,9 +52,11 @@ def test_training_evaluates_on_every_process(synthetic_data, tmp_path):
   logged = [json.loads(line) for line in (tmp_path / 'run' / 'metrics.jsonl').read_text().splitlines()]
   assert any('val/top1' in entry for entry in logged)  # the periodic evaluation ran
   final = json.loads((tmp_path / 'run' / 'eval_test.json').read_text())
+  assert final.pop('provenance')['processes'] == 2
 
   main(['--checkpoint', workdir, '--data', data_dir, '--task', *FINAL_TASKS, '--output', str(tmp_path / 'cli.json')])
   cli = json.loads((tmp_path / 'cli.json').read_text())
+  cli.pop('provenance')
   assert {'top1', 'mAP', 't2i_R@5'} <= set(final)
   for k, v in cli.items():
     assert final[k] == pytest.approx(v, abs=1e-6), k
@@ -64,5 +68,6 @@ def test_training_evaluates_on_every_process(synthetic_data, tmp_path):
   outputs = run_workers([[WORKER, port, str(i)] + two_args for i in range(2)])
   assert 'done 0 4' in outputs[0] and 'done 1 4' in outputs[1]
   two = json.loads((tmp_path / 'two.json').read_text())
+  two.pop('provenance')
   for k, v in cli.items():
     assert two[k] == pytest.approx(v, abs=1e-6), k

@@ -11,9 +11,7 @@ import time
 import jax
 import numpy as np
 import pytest
-from etils import epath
 from flax import nnx
-from fsspec.implementations.local import LocalFileSystem
 
 from designclip_jax import sharding
 from designclip_jax.train import loop
@@ -21,10 +19,9 @@ from designclip_jax.weights import run_checkpoints
 from designclip_jax.weights.loader import load_model
 from designclip_jax.weights.model_spec import ModelSpec
 from tests.processes import free_port
-from tests.train_helpers import micro_config
+from tests.train_helpers import BatchRecorder, fake_bucket, micro_config, pretrained_checkpoint, sigterm_at  # noqa: F401  (fake_bucket: a fixture)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-_GLOBAL_BATCH = sharding.host_local_to_global  # the real one, before any recorder wraps it
 
 
 def _final_params(workdir, step=None):
@@ -36,23 +33,6 @@ def _final_params(workdir, step=None):
                                          sharding.state_shardings(abstract, mesh))
   mngr.close()
   return jax.device_get(nnx.to_pure_dict(state)), meta
-
-
-class BatchRecorder:
-  """Wraps sharding.host_local_to_global to record what each step saw, optionally altering one step."""
-
-  def __init__(self, monkeypatch, on_call=None):
-    self.seen, self.on_call = [], on_call
-    original = _GLOBAL_BATCH
-
-    def wrapped(local, mesh):
-      index = len(self.seen)
-      self.seen.append(local['record'].copy())
-      if self.on_call:
-        local = self.on_call(index, local)
-      return original(local, mesh)
-
-    monkeypatch.setattr(loop.sharding, 'host_local_to_global', wrapped)
 
 
 def _losses(workdir):
@@ -86,7 +66,7 @@ def test_nan_stops_the_run_naming_the_step(synthetic_data, tmp_path, monkeypatch
 
   def poison(index, local):
     if index == 5:
-      local = dict(local, image=np.full_like(local['image'], np.nan))
+      local = dict(local, weight=np.full_like(local['weight'], np.nan))  # drawings are uint8: no NaN there
     return local
 
   BatchRecorder(monkeypatch, poison)
@@ -105,15 +85,10 @@ def test_preempted_and_resumed_run_equals_a_straight_run(synthetic_data, tmp_pat
   loop.train_and_evaluate(micro_config(data_dir), str(tmp_path / 'straight'))
   straight_params, straight_meta = _final_params(str(tmp_path / 'straight'))
 
-  def preempt(index, local):
-    if index == 4:
-      os.kill(os.getpid(), signal.SIGTERM)  # the handler sets a flag; the loop saves and stops
-    return local
-
   save = run_checkpoints.save
   old_format_meta = {'data_iterator': {'workers_state': {'0': 'grain state'}, 'total_num_workers': 1}}
   monkeypatch.setattr(run_checkpoints, 'save', lambda *a: save(*a[:-1], {**a[-1], **old_format_meta}))
-  first = BatchRecorder(monkeypatch, preempt)
+  first = BatchRecorder(monkeypatch, sigterm_at(4))  # saves and stops after step 5
   result = loop.train_and_evaluate(micro_config(data_dir), str(tmp_path / 'resumed'))
   assert result['step'] == 5 and result['preempted']
   monkeypatch.setattr(run_checkpoints, 'save', save)
@@ -132,26 +107,6 @@ def test_preempted_and_resumed_run_equals_a_straight_run(synthetic_data, tmp_pat
   jax.tree.map(lambda a, b: np.testing.assert_array_equal(a, b), resumed_params, straight_params)
 
 
-def _pretrained_checkpoint(kind, tmp_path, tokenizer):
-  """A random transformers CLIP directory, or an OpenAI-format ResNet CLIP file, sized to the data."""
-  if kind == 'hf':
-    from tests.hf_reference import make_hf_clip
-    path = str(tmp_path / 'hf')
-    make_hf_clip(path, vocab_size=tokenizer.vocab_size, eos_token_id=tokenizer.eos_token_id, context_length=32,
-                 image_size=32, patch_size=8)
-    tokenizer.save(path)
-    return path
-  import torch
-  from tests.openai_reference import make_openai_clip, write_open_clip_config
-  ref = make_openai_clip(vision_layers=(1, 1, 1, 1), vision_width=8, image_resolution=32, context_length=32,
-                         vocab_size=tokenizer.vocab_size, transformer_layers=1)
-  os.makedirs(tmp_path / 'openai')
-  torch.save(ref.state_dict(), str(tmp_path / 'openai' / 'RN-tiny.pt'))
-  write_open_clip_config(tmp_path / 'openai', quick_gelu=True)  # a state dict does not name its activation
-  tokenizer.save(str(tmp_path / 'openai'))  # tokenizer files sit beside the checkpoint file
-  return str(tmp_path / 'openai' / 'RN-tiny.pt')
-
-
 @pytest.mark.parametrize('kind', ['hf', 'openai-resnet'])
 def test_training_starts_from_a_checkpoint_and_keeps_a_frozen_tower(synthetic_data, tmp_path, monkeypatch, kind):
   """model.init loads both towers from a transformers directory or an OpenAI-format file (here a ResNet
@@ -163,17 +118,12 @@ def test_training_starts_from_a_checkpoint_and_keeps_a_frozen_tower(synthetic_da
   from designclip_jax.data.tokenizer import Tokenizer
   _, _, data_dir = synthetic_data
   tokenizer = Tokenizer.from_pretrained(pipeline.tokenizer_dir(data_dir), 32)
-  init = _pretrained_checkpoint(kind, tmp_path, tokenizer)
+  init = pretrained_checkpoint(kind, tmp_path, tokenizer)
   steps, lr = 4, 1e-3
   config = micro_config(data_dir, steps=steps, checkpoint_every=2, learning_rate=lr, freeze_vision=True)
   config.model.init = init
 
-  def preempt(index, local):
-    if index == 1:
-      os.kill(os.getpid(), signal.SIGTERM)  # stops after step 2, with a checkpoint
-    return local
-
-  BatchRecorder(monkeypatch, preempt)
+  BatchRecorder(monkeypatch, sigterm_at(1))  # stops after step 2, with a checkpoint
   assert loop.train_and_evaluate(config, str(tmp_path / 'run'))['step'] == 2
   BatchRecorder(monkeypatch)
   # resumes: the frozen tower's optimizer state is array-free (optax.MaskedNode)
@@ -257,16 +207,9 @@ def test_sigterm_on_one_of_two_processes_stops_both_at_one_step_with_the_paramet
   monkeypatch.setattr(loop.sharding, 'make_mesh',  # the run's mesh on 4 devices; meshes given devices unchanged
                       lambda data, fsdp, **options: original(data, fsdp, **{'devices': jax.devices()[:4], **options}))
 
-  def stop_after(steps):
-    def preempt(index, local):
-      if index == steps - 1:
-        os.kill(os.getpid(), signal.SIGTERM)
-      return local
-    return preempt
-
-  single = BatchRecorder(monkeypatch, stop_after(stop + 2))
+  single = BatchRecorder(monkeypatch, sigterm_at(stop + 1))
   assert loop.train_and_evaluate(config, str(tmp_path / 'single'))['step'] == stop + 2
-  resumed = BatchRecorder(monkeypatch, stop_after(2))
+  resumed = BatchRecorder(monkeypatch, sigterm_at(1))
   assert loop.train_and_evaluate(config, str(workdir))['step'] == stop + 2
   for a, b in zip(resumed.seen, single.seen[stop:], strict=True):
     np.testing.assert_array_equal(a, b)
@@ -281,65 +224,13 @@ def test_sigterm_on_one_of_two_processes_stops_both_at_one_step_with_the_paramet
     assert diffs.max() < 1e-4 and np.mean(diffs > 1e-6) < 0.01, (diffs.max(), np.mean(diffs > 1e-6))
 
 
-class _FakeBucket(LocalFileSystem):
-  """fsspec's gcs protocol served from a local folder (epath reaches gs:// through fsspec when TensorFlow is
-  absent): what is written to gs://bucket/x lands in ``root``/bucket/x."""
-  root = ''
-
-  def __init__(self, *args, finalize_on_close=True, **kwargs):
-    del finalize_on_close  # an option of the real gcsfs
-    super().__init__(*args, **kwargs)
-
-  @classmethod
-  def _strip_protocol(cls, path):
-    path = os.fspath(path)
-    return os.path.join(cls.root, path[len('gs://'):]) if path.startswith('gs://') else super()._strip_protocol(path)
-
-
-@pytest.fixture
-def fake_bucket(tmp_path, monkeypatch):
-  """gs:// mapped to tmp_path/bucket-root for epath, tensorboardX and Orbax; yields (root, Orbax's directories)."""
-  import importlib
-  import orbax.checkpoint as ocp
-  from etils.epath import backend
-  from tensorboardX import record_writer
-  root = tmp_path / 'bucket-root'
-  root.mkdir()
-  monkeypatch.setattr(_FakeBucket, 'root', str(root))
-  monkeypatch.setitem(importlib.import_module('fsspec.registry')._registry, 'gcs', _FakeBucket)
-  type(backend.fsspec_backend)._get_filesystem.cache_clear()
-
-  class TensorBoardToBucket:  # tensorboardX writes gs:// through google-cloud-storage; here through epath
-    open = staticmethod(lambda path: epath.Path(path).open('wb'))
-    directory_check = staticmethod(lambda path: epath.Path(path).mkdir(parents=True, exist_ok=True))
-
-  monkeypatch.setitem(record_writer.REGISTERED_FACTORIES, 'gs', TensorBoardToBucket())
-  orbax_dirs, real_manager = [], ocp.CheckpointManager
-
-  def manager(directory, *args, **kwargs):  # Orbax writes arrays to gs:// with TensorStore's own GCS driver
-    orbax_dirs.append(str(directory))
-    url = str(directory).startswith('gs://')
-    return real_manager(root / str(directory)[len('gs://'):] if url else directory, *args, **kwargs)
-
-  monkeypatch.setattr(run_checkpoints.ocp, 'CheckpointManager', manager)
-  monkeypatch.chdir(tmp_path)
-  yield root, orbax_dirs
-  type(backend.fsspec_backend)._get_filesystem.cache_clear()
-  _FakeBucket.clear_instance_cache()
-
-
 def test_a_gs_workdir_reaches_every_writer_unchanged(synthetic_data, fake_bucket, tmp_path, monkeypatch):
   """model.json, config.json, metrics.jsonl (rewritten whole on resume: objects cannot be appended to),
   TensorBoard, checkpoints and the eval JSON all land in the bucket; nothing in a local ./gs:/ folder."""
   _, _, data_dir = synthetic_data
   root, orbax_dirs = fake_bucket
 
-  def preempt(index, local):
-    if index == 1:
-      os.kill(os.getpid(), signal.SIGTERM)  # stops after step 2, with a checkpoint
-    return local
-
-  BatchRecorder(monkeypatch, preempt)
+  BatchRecorder(monkeypatch, sigterm_at(1))  # stops after step 2, with a checkpoint
   loop.train_and_evaluate(micro_config(data_dir), 'gs://bucket/run')
   BatchRecorder(monkeypatch)
   config = micro_config(data_dir)
@@ -366,7 +257,7 @@ def test_a_gs_data_dir_is_read_through_epath(synthetic_data, fake_bucket):
   import tensorflow_datasets as tfds
   from designclip_jax.data import pipeline
   from designclip_jax.data.tokenizer import Tokenizer
-  from designclip_jax.weights.model_spec import spec_from_config
+  from designclip_jax.weights.model_spec import start_from_config
   _, _, data_dir = synthetic_data
   root, _ = fake_bucket
   (root / 'bucket').mkdir()
@@ -380,8 +271,9 @@ def test_a_gs_data_dir_is_read_through_epath(synthetic_data, fake_bucket):
                                 Tokenizer.from_pretrained(pipeline.tokenizer_dir(data_dir), 32)(captions))
   info = tfds.builder_from_directory(pipeline.dataset_dir(url)).info
   assert info.splits['train'].num_examples == tfds.builder_from_directory(pipeline.dataset_dir(data_dir)).info.splits['train'].num_examples
-  spec = spec_from_config(micro_config(url).model, 33, pipeline.tokenizer_dir(url))
-  assert spec.tokenizer_dir == url + '/tokenizer'
+  spec, tokenizer, _ = start_from_config(micro_config(url).model, 33, pipeline.tokenizer_dir(url))
+  assert spec.tokenizer_dir == url + '/tokenizer'  # where it came from, as given
+  np.testing.assert_array_equal(tokenizer(captions), Tokenizer.from_pretrained(pipeline.tokenizer_dir(data_dir), 32)(captions))
 
 
 def test_a_grain_worker_that_receives_sigterm_keeps_serving_batches(synthetic_data):

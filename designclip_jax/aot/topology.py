@@ -6,7 +6,6 @@ whose devices a mesh can hold; ``topology='cpu'`` uses this machine's own device
 
 from __future__ import annotations
 
-import dataclasses
 import os
 
 # libtpu would otherwise look for a GCE metadata server, and refuse to load while another process on this
@@ -17,30 +16,8 @@ os.environ.setdefault('ALLOW_MULTIPLE_LIBTPU_LOAD', '1')
 import jax  # noqa: E402  (after the libtpu environment setting)
 
 from designclip_jax import sharding  # noqa: E402
+from designclip_jax.accelerators import CHIPS, GIB, Chip  # noqa: E402,F401  (the chip table lives below aot)
 
-GIB = 2 ** 30
-
-
-@dataclasses.dataclass(frozen=True)
-class Chip:
-  """Per-chip figures of a Cloud TPU generation."""
-  name: str
-  hbm_bytes: int
-  bf16_flops: float  # peak dense bf16 FLOP/s
-  hbm_bytes_per_s: float
-  cores: int  # TensorCores per chip (Cloud TPU slice names such as v4-32 count cores)
-  # two TensorCores driven as one device, as JAX runs v4 and v5p (without it the topology lists every core)
-  megacore: bool = False
-
-
-# Google Cloud TPU documentation, system architecture pages (cloud.google.com/tpu/docs/v4, /v5e, /v5p,
-# /v6e): HBM capacity, HBM bandwidth and peak bf16 compute per chip.
-CHIPS = {
-    'v4': Chip('TPU v4', 32 * GIB, 275e12, 1228e9, 2, megacore=True),
-    'v5e': Chip('TPU v5e', 16 * GIB, 197e12, 819e9, 1),
-    'v5p': Chip('TPU v5p', 95 * GIB, 459e12, 2765e9, 2, megacore=True),
-    'v6e': Chip('TPU v6e', 32 * GIB, 918e12, 1640e9, 1),
-}
 CPU = 'cpu'
 
 

@@ -13,7 +13,13 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
+from designclip_jax import paths
+
 BOS, EOS = '<|startoftext|>', '<|endoftext|>'
+# What transformers' AutoTokenizer reads from a folder (config.json names the model type when
+# tokenizer_config.json does not name the class); a checkpoint's weights beside them are not needed.
+TOKENIZER_FILES = ('tokenizer.json', 'tokenizer_config.json', 'special_tokens_map.json', 'added_tokens.json',
+                   'vocab.json', 'merges.txt', 'config.json')
 
 
 class Tokenizer:
@@ -25,12 +31,11 @@ class Tokenizer:
   @classmethod
   def from_pretrained(cls, path: str, context_length: int = 77) -> 'Tokenizer':
     from transformers import AutoTokenizer  # pylint: disable=import-outside-toplevel
-    if '://' in path:  # transformers reads local folders only: load a bucket's (gs://…) files from a copy
-      from etils import epath  # pylint: disable=import-outside-toplevel
-      with tempfile.TemporaryDirectory() as local:
-        for f in epath.Path(path).iterdir():
-          with open(os.path.join(local, f.name), 'wb') as out:
-            out.write(f.read_bytes())
+    path = os.fspath(path)
+    if paths.is_url(path):  # transformers reads local folders only: load a bucket's (gs://…) files from a copy
+      with paths.local_folder(path, TOKENIZER_FILES) as local:
+        if not os.listdir(local):
+          raise FileNotFoundError(f'no tokenizer files ({", ".join(TOKENIZER_FILES[:2])}, ...) in {path}')
         return cls.from_pretrained(local, context_length)
     if not os.path.isdir(path):
       raise FileNotFoundError(f'tokenizer directory {path!r} does not exist')
@@ -52,8 +57,14 @@ class Tokenizer:
     ids = self.hf(list(texts), padding='max_length', truncation=True, max_length=self.context_length)['input_ids']
     return np.asarray(ids, dtype=np.int32)
 
-  def save(self, path: str) -> None:
-    self.hf.save_pretrained(path)
+  def save(self, path) -> None:
+    """The tokenizer's files into the folder ``path`` (local or a bucket URL), which from_pretrained reads."""
+    if not paths.is_url(path):
+      self.hf.save_pretrained(os.fspath(path))
+      return
+    with tempfile.TemporaryDirectory(prefix='designclip-tokenizer-') as local:
+      self.hf.save_pretrained(local)
+      paths.upload_folder(local, path)
 
 
 def train_bpe(texts: Iterable[str], vocab_size: int, context_length: int) -> Tokenizer:

@@ -270,6 +270,8 @@ def clip_benchmark_records(scores: dict, tasks, *, dataset: str, model: str, pre
 
 
 def _write_outputs(args, results, tasks, dataset):
+  from designclip_jax import provenance  # pylint: disable=import-outside-toplevel
+  made_by = provenance.record(vars(args), args.data)  # the code, these arguments, the data set's fingerprint
   if args.format == 'clip_benchmark':
     sources = {runner.model_label(p): p for p in ([args.checkpoint] if args.checkpoint else args.compare or [])}
     for name, scores in results.items():
@@ -280,8 +282,10 @@ def _write_outputs(args, results, tasks, dataset):
         slug = '_'.join(x.replace('/', '_') for x in (dataset, name, name, record['language'], record['task']))
         _write_json(os.path.join(args.output, slug + '.json'), record)
         print('wrote', os.path.join(args.output, slug + '.json'))
+    _write_json(os.path.join(args.output, 'provenance.json'), made_by)  # CLIP_benchmark's records have fixed keys
   else:
-    _write_json(args.output, next(iter(results.values())) if len(results) == 1 else results)
+    _write_json(args.output, {**(next(iter(results.values())) if len(results) == 1 else results),
+                              'provenance': made_by})
 
 
 def run(args) -> dict:

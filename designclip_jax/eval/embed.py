@@ -21,9 +21,14 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 
 from designclip_jax import sharding
 from designclip_jax.data import images as image_ops
+from designclip_jax.data.pipeline import map_in_threads
 
 
 _TOWERS: list = []  # (graphdef, method, jitted function), newest last
+
+
+class EmbeddingInterrupted(Exception):
+  """``interrupt()`` asked to stop (a preemption notice): every process stops at the same batch."""
 
 
 def _tower(graphdef, method: str):
@@ -61,8 +66,10 @@ def _mesh_of(state) -> jax.sharding.Mesh:
 
 
 def _embed(clip, method: str, n: int, prepare_rows: Callable[[Sequence[int]], np.ndarray], *, batch_size: int,
-           desc: str, progress: bool) -> np.ndarray:
-  """(n, D) float32 embeddings; ``prepare_rows(indices)`` gives the model inputs of those items."""
+           desc: str, progress: bool, interrupt: Callable[[], bool] | None = None) -> np.ndarray:
+  """(n, D) float32 embeddings; ``prepare_rows(indices)`` gives the model inputs of those items.
+  ``interrupt()`` is asked before every batch, by every process (so it may agree across processes), and a True
+  stops the embedding with EmbeddingInterrupted."""
   from tqdm import tqdm  # pylint: disable=import-outside-toplevel
   if n == 0:
     raise ValueError(f'{desc}: nothing to embed')
@@ -80,6 +87,9 @@ def _embed(clip, method: str, n: int, prepare_rows: Callable[[Sequence[int]], np
   outputs = []
   bar = tqdm(total=n, desc=desc, unit='item', leave=False, disable=not progress or jax.process_index() > 0)
   for b0 in range(0, n, global_batch):
+    if interrupt is not None and interrupt():
+      bar.close()
+      raise EmbeddingInterrupted(f'{desc}: stopped at item {b0} of {n}')
     mine = [b0 + r for r in rows if b0 + r < n]  # a prefix of this process's rows: padding goes last
     x = prepare_rows(mine) if len(mine) else example[:0]
     if len(mine) < local:  # the last batch: pad to the compiled shape
@@ -93,19 +103,23 @@ def _embed(clip, method: str, n: int, prepare_rows: Callable[[Sequence[int]], np
 
 
 def embed_images(clip, pngs: Sequence[bytes], *, batch_size: int = 128, progress: bool = True,
-                 normalization: str = 'clip', load: Callable[[object], np.ndarray] | None = None) -> np.ndarray:
+                 normalization: str = 'clip', load: Callable[[object], np.ndarray] | None = None,
+                 interrupt: Callable[[], bool] | None = None) -> np.ndarray:
   """Drawings -> (N, D) float32 image embeddings (un-normalised). ``pngs`` is any random-access sequence
   (read item by item); by default its items are PNG bytes of preprocessed drawings, and ``load`` turns
   other items (e.g. file paths) into uint8 grayscale arrays."""
   size = clip.config.vision.image_size
   load = load or image_ops.decode_png
-  prepare = lambda idx: np.stack([image_ops.to_model_input(load(pngs[i]), size, normalization) for i in idx])
+  # reading and decoding run in threads (map_in_threads), in order: the host's share of a batch at once
+  prepare = lambda idx: np.stack(map_in_threads(lambda i: image_ops.to_model_input(load(pngs[i]), size,
+                                                                                   normalization), idx))
   return _embed(clip, 'encode_image', len(pngs), prepare, batch_size=batch_size, desc='embed images',
-                progress=progress)
+                progress=progress, interrupt=interrupt)
 
 
-def embed_texts(clip, tokenizer, texts: Sequence[str], *, batch_size: int = 256, progress: bool = True) -> np.ndarray:
-  """Texts -> (N, D) float32 text embeddings (un-normalised)."""
-  prepare = lambda idx: tokenizer([texts[i] for i in idx])
+def embed_texts(clip, tokenizer, texts: Sequence[str], *, batch_size: int = 256, progress: bool = True,
+                interrupt: Callable[[], bool] | None = None) -> np.ndarray:
+  """Texts -> (N, D) float32 text embeddings (un-normalised). ``texts`` may read on access (threads)."""
+  prepare = lambda idx: tokenizer(map_in_threads(texts.__getitem__, idx))
   return _embed(clip, 'encode_text', len(texts), prepare, batch_size=batch_size, desc='embed texts',
-                progress=progress)
+                progress=progress, interrupt=interrupt)

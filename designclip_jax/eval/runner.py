@@ -28,8 +28,9 @@ EXTRA_KEYS = ('num_queries', 'queries_without_relevant', 'skipped_missing', 'pai
 
 
 class SplitImages:
-  """Drawings of a split, read on access: item k is sheet ``refs[k][1]`` of record ``refs[k][0]``. The
-  embedding reads items in order, so the last record read is kept (one record's sheets at a time)."""
+  """Drawings of a split, read on access: item k is sheet ``refs[k][1]`` of record ``refs[k][0]``. Items are
+  read by several threads at once (eval.embed), mostly in order, so the last record read is kept (one record's
+  sheets at a time)."""
 
   def __init__(self, source, refs):
     self.source, self.refs = source, list(refs)
@@ -40,20 +41,37 @@ class SplitImages:
 
   def __getitem__(self, k):
     index, sheet = self.refs[k]
-    if self._last[0] != index:
-      self._last = (index, self.source[index]['images'])
-    return self._last[1][sheet]
+    last = self._last  # one read of the shared pair: another thread may replace it meanwhile
+    if last[0] != index:
+      last = (index, self.source[index]['images'])
+      self._last = last
+    return last[1][sheet]
+
+
+class SplitCaptions:
+  """Captions of the given records of a split, read on access: each process reads only the captions of the
+  rows it embeds."""
+
+  def __init__(self, source, indices):
+    self.source, self.indices = source, list(indices)
+
+  def __len__(self):
+    return len(self.indices)
+
+  def __getitem__(self, k):
+    caption = self.source[int(self.indices[k])]['caption']
+    return caption.decode() if isinstance(caption, bytes) else caption
 
 
 def split_records(data_dir: str, split: str) -> list[dict]:
-  """Every record of ``split`` without its images (they are read on access through SplitImages)."""
-  records = []
-  for r in pipeline.eval_records(data_dir, split):
-    r['num_images'] = len(r.pop('images'))
-    records.append(r)
-  if not records:
+  """Index, patent id, class and number of drawings of every record of ``split``, from its record index (written
+  at ingest): no record is read, on any host. Drawings and captions are read on access (SplitImages,
+  SplitCaptions), each process its own share."""
+  index = pipeline.record_index(data_dir, split)
+  if not len(index):
     raise ValueError(f'split {split!r} of {data_dir} is empty')
-  return records
+  return [{'index': i, 'patent_id': str(p), 'label': int(c), 'num_images': int(v)}
+          for i, (p, c, v) in enumerate(zip(index.patent_id, index.label, index.num_views()))]
 
 
 def retrieval_split(records):
@@ -84,21 +102,23 @@ def pair_subset(n: int, pairs: int | None, seed: int) -> np.ndarray:
   return np.sort(np.random.default_rng(seed).choice(n, pairs, replace=False))
 
 
-def class_prompt_embeddings(clip, tokenizer, class_names, templates, batch_size: int = 256):
+def class_prompt_embeddings(clip, tokenizer, class_names, templates, batch_size: int = 256, interrupt=None):
   """Mean of the normalised prompt embeddings over templates, one row per class."""
   per_template = [metrics.l2_normalize(embed_texts(clip, tokenizer, [t.format(n) for n in class_names],
-                                                   batch_size=batch_size, progress=False)) for t in templates]
+                                                   batch_size=batch_size, progress=False, interrupt=interrupt))
+                  for t in templates]
   return np.mean(per_template, axis=0)
 
 
 def evaluate(clip, tokenizer, data_dir: str, split: str, tasks, *, batch_size: int = 128, class_counts=None,
              template: str | tuple[str, ...] = DEFAULT_TEMPLATE, progress: bool = True,
              keep_arrays: bool = False, pixel_normalization: str = 'clip', pairs: int | None = None,
-             pairs_seed: int = 0) -> dict:
+             pairs_seed: int = 0, interrupt=None) -> dict:
   """All requested tasks on ``split``; flat metric keys (fractions; ranks 1-based). Embedding runs on every
   device of every process (call it in every process); every process gets the same scores. Multimodal
   retrieval ranks within a fixed seeded subset of ``pairs`` records when given (the paper's 5,000).
-  With ``keep_arrays`` the per-class and per-query arrays and the retrieval split are kept too (for plots)."""
+  With ``keep_arrays`` the per-class and per-query arrays and the retrieval split are kept too (for plots).
+  ``interrupt()`` is asked before every embedding batch (see eval.embed); True stops with EmbeddingInterrupted."""
   unknown = set(tasks) - set(TASKS)
   if unknown:
     raise ValueError(f'unknown task(s) {sorted(unknown)}; choose from {TASKS}')
@@ -110,20 +130,20 @@ def evaluate(clip, tokenizer, data_dir: str, split: str, tasks, *, batch_size: i
   clip = place_on_devices(clip)  # once, not in every embedding call
   out, arrays = {}, {}
   embed = lambda images: embed_images(clip, images, batch_size=batch_size, progress=progress,
-                                      normalization=pixel_normalization)
+                                      normalization=pixel_normalization, interrupt=interrupt)
   cover_emb = None
   if {'zero_shot', 'multimodal_retrieval', 'linear_probe'} & set(tasks):
     cover_emb = embed(SplitImages(source, [(r['index'], 0) for r in records]))
   if 'zero_shot' in tasks:
     templates = (template,) if isinstance(template, str) else tuple(template)
-    classes = class_prompt_embeddings(clip, tokenizer, table['names'], templates, batch_size)  # captions' shape
+    classes = class_prompt_embeddings(clip, tokenizer, table['names'], templates, batch_size, interrupt)
     scores = metrics.zero_shot(cover_emb, labels, classes, class_counts)
     arrays['per_class_acc'], arrays['per_class_n'] = scores.pop('per_class_acc'), scores.pop('per_class_n')
     out.update(scores)
   if 'multimodal_retrieval' in tasks:
     chosen = pair_subset(len(records), pairs, pairs_seed)
-    text_emb = embed_texts(clip, tokenizer, [records[i]['caption'] for i in chosen], batch_size=batch_size,
-                           progress=progress)
+    text_emb = embed_texts(clip, tokenizer, SplitCaptions(source, chosen), batch_size=batch_size,
+                           progress=progress, interrupt=interrupt)
     out.update(metrics.multimodal_retrieval(cover_emb[chosen], text_emb))
     out.update(pairs=len(chosen), pairs_seed=pairs_seed)
   if 'image_retrieval' in tasks:
@@ -138,9 +158,9 @@ def evaluate(clip, tokenizer, data_dir: str, split: str, tasks, *, batch_size: i
                                gallery_images=gallery_images, query_ids=qids, gallery_ids=gids)
     out.update(scores)
   if 'linear_probe' in tasks:
-    train_source = pipeline.open_split(data_dir, 'train')
-    train_emb = embed(SplitImages(train_source, [(i, 0) for i in range(len(train_source))]))
-    scores = metrics.linear_probe(train_emb, pipeline.record_index(data_dir, 'train').label, cover_emb, labels,
+    train_labels = pipeline.record_index(data_dir, 'train').label
+    train_emb = embed(SplitImages(pipeline.open_split(data_dir, 'train'), [(i, 0) for i in range(len(train_labels))]))
+    scores = metrics.linear_probe(train_emb, train_labels, cover_emb, labels,
                                   num_classes=len(table['codes']))
     scores.pop('probe_predictions')
     out.update(scores)

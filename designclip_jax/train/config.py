@@ -52,8 +52,11 @@ def base_config() -> ml_collections.ConfigDict:
   c.train.seed = 0
   c.train.log_every = 50
   c.train.checkpoint_every = 1000
-  c.train.eval_every = 0            # >0: evaluate on eval.periodic_split every N steps (logged as val/...)
+  c.train.eval_every = 0            # >0: evaluate on eval.periodic_split every N steps (logged as val/...; a
+                                    # preemption notice stops it at the next batch, and the step is saved)
   c.train.keep_checkpoints = 3
+  c.train.profile_steps = ()        # steps (1-based) to trace with jax.profiler into the workdir's TensorBoard
+                                    # (Profile tab), e.g. (101, 102, 103); consecutive steps share one trace
 
   c.mesh = ml_collections.ConfigDict()
   c.mesh.data = -1                 # -1: all devices not used by fsdp
@@ -67,6 +70,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.eval.batch_size = 128
   c.eval.template = 'a sketch of {}'
   c.eval.periodic_split = 'validation'
+  # not the linear probe: it embeds the whole train split (and fits a classifier) at every periodic evaluation
   c.eval.periodic_tasks = ('zero_shot', 'multimodal_retrieval')
 
   c.distributed = ml_collections.ConfigDict()

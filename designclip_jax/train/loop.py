@@ -18,17 +18,17 @@ import time
 
 import jax
 import numpy as np
-from etils import epath
 from flax import nnx
 from jax.experimental import multihost_utils
 
-from designclip_jax import sharding
-from designclip_jax.weights import hf_format
+from designclip_jax import provenance, sharding
 from designclip_jax.data import pipeline
 from designclip_jax.data.prepare import ensure_dataset
-from designclip_jax.weights import run_checkpoints
-from designclip_jax.weights.model_spec import ModelSpec, spec_from_config
+from designclip_jax.train import monitor
+from designclip_jax.train.monitor import MetricWriter
 from designclip_jax.train.step import jit_train_step, init_state, make_optimizer
+from designclip_jax.weights import hf_format, run_checkpoints
+from designclip_jax.weights.model_spec import ModelSpec, start_from_config
 
 
 # The CLI's exit status after a preemption checkpoint (EX_TEMPFAIL in sysexits.h: "try again later"), so a
@@ -58,17 +58,20 @@ def maybe_initialize_distributed(cfg) -> None:
 
 
 class _Preemption:
-  """A SIGTERM on any process stops every process after the same step, which they all save.
+  """A SIGTERM on any process stops every process at the same point: after the same step, which they all save,
+  or before the same batch of an evaluation (the step is saved; the evaluation is not finished).
 
   Several processes: JAX's preemption service (started by jax.distributed.initialize, it catches SIGTERM)
-  spreads the notice and agrees on a step, the largest step any process has reached + 1; each process asks
-  at every step. Hosts that stopped on their own flags would diverge: one in the collective save, another
-  in the next step, until the heartbeat timeout. One process: a SIGTERM handler sets a flag.
+  spreads the notice and agrees on a sync point, the largest count of asks any process has reached + 1; every
+  process asks at the same points (after each train step and before each evaluation batch), so counts agree.
+  Hosts that stopped on their own flags would diverge: one in the collective save, another in the next step,
+  until the heartbeat timeout. One process: a SIGTERM handler sets a flag.
   """
 
   def __init__(self):
     self.requested = False
     self._agreed = jax.process_count() > 1
+    self._asks = 0
     if not self._agreed:
       self._previous = signal.signal(signal.SIGTERM, self._handle)
 
@@ -76,50 +79,16 @@ class _Preemption:
     logging.warning('SIGTERM received: saving a checkpoint and stopping')
     self.requested = True
 
-  def reached(self, step: int) -> bool:
-    """Whether to save and stop after ``step``; every process must ask at every step."""
-    if self._agreed:
-      self.requested = multihost_utils.reached_preemption_sync_point(step)
+  def reached(self) -> bool:
+    """Whether to stop now; every process must ask at the same points."""
+    if self._agreed and not self.requested:
+      self._asks += 1
+      self.requested = multihost_utils.reached_preemption_sync_point(self._asks)
     return self.requested
 
   def restore(self):
     if not self._agreed:
       signal.signal(signal.SIGTERM, self._previous)
-
-
-class MetricWriter:
-  """metrics.jsonl + TensorBoard, written by process 0 only. A local metrics.jsonl is appended to; a bucket
-  object cannot be, so a URL workdir's file is rewritten whole at each write. TensorBoard writes gs:// itself
-  (tensorboardX, with google-cloud-storage installed: the ``gcs`` extra)."""
-
-  def __init__(self, workdir: epath.Path):
-    self.active = jax.process_index() == 0
-    if self.active:
-      from tensorboardX import SummaryWriter  # pylint: disable=import-outside-toplevel
-      self.path = workdir / 'metrics.jsonl'
-      self.local = '://' not in str(workdir)
-      self.lines = [] if self.local or not self.path.exists() else self.path.read_text().splitlines(keepends=True)
-      self.jsonl = self.path.open('a') if self.local else None
-      self.tb = SummaryWriter(str(workdir / 'tensorboard'))
-
-  def write(self, step: int, metrics: dict) -> None:
-    if not self.active:
-      return
-    line = json.dumps({'step': step, **{k: float(v) for k, v in metrics.items()}}) + '\n'
-    if self.local:
-      self.jsonl.write(line)
-      self.jsonl.flush()
-    else:
-      self.lines.append(line)
-      self.path.write_text(''.join(self.lines))
-    for k, v in metrics.items():
-      self.tb.add_scalar(k, float(v), step)
-
-  def close(self):
-    if self.active:
-      if self.local:
-        self.jsonl.close()
-      self.tb.close()
 
 
 def _check_finite(step: int, metrics: dict) -> dict:
@@ -131,10 +100,10 @@ def _check_finite(step: int, metrics: dict) -> dict:
   return host
 
 
-def _load_pretrained_towers(model_state, model_sharding, spec: ModelSpec):
-  """Replace the randomly initialised towers by the checkpoint's weights, placed in their shardings."""
+def _load_pretrained_towers(model_state, model_sharding, spec: ModelSpec, tensors: dict):
+  """Replace the randomly initialised towers by the checkpoint's tensors, placed in their shardings."""
   abstract = nnx.eval_shape(lambda: spec.build().clip)
-  params = hf_format.hf_to_params(hf_format.read_checkpoint(spec.pretrained)[1], abstract)
+  params = hf_format.hf_to_params(tensors, abstract)
   pure = nnx.to_pure_dict(model_state)
   # only the towers come from the file (host arrays, the same on every process); the rest stays as
   # initialised: it may be sharded over devices of other processes, so it must not be fetched to host
@@ -144,32 +113,61 @@ def _load_pretrained_towers(model_state, model_sharding, spec: ModelSpec):
   return model_state
 
 
-def _evaluate(config, step_fn, model_state, tokenizer, data_dir, table, spec, split, tasks, progress=True):
-  from designclip_jax.eval import runner  # pylint: disable=import-outside-toplevel
-  model = nnx.merge(step_fn.model_graph, model_state)
-  return runner.evaluate(model.clip, tokenizer, data_dir, split, tuple(tasks), batch_size=config.eval.batch_size,
-                         class_counts=table['train_counts'], template=config.eval.template,
-                         pixel_normalization=spec.pixel_normalization, progress=progress)
+def _step_flops(step_fn, abstract_model, abstract_opt, mesh, lambdas, micro, model_state, opt_state, batch):
+  """FLOPs per device of one train step, from XLA's analysis of the compiled step (compiled here once; the
+  step's first call finds it in JAX's cache). With micro-batches XLA counts a loop body once, so the single-pass
+  step's FLOPs are used, as the AOT report does (a lower bound: GradCache adds a forward pass)."""
+  if micro > 1:
+    single = jit_train_step(abstract_model, abstract_opt, mesh, lambdas, 1)
+    return monitor.compiled_flops(single.fn.lower(model_state, opt_state, batch))
+  return monitor.compiled_flops(step_fn.fn.lower(model_state, opt_state, batch).compile())
+
+
+class _Run:
+  """The run's provenance.json: one entry per start of the run (its code, config, data set fingerprint, the step
+  it resumed from, what it can measure), written by process 0."""
+
+  def __init__(self, workdir, record: dict):
+    self.path, self.record = workdir / 'provenance.json', record
+    self.starts = json.loads(self.path.read_text())['starts'] if self.path.exists() else []
+
+  def write(self, **extra) -> None:
+    self.record.update(extra)
+    if jax.process_index() == 0:
+      self.path.write_text(json.dumps({'starts': self.starts + [self.record]}, indent=1))
 
 
 def train_and_evaluate(config, workdir: str) -> dict:
   """Train per ``config`` in ``workdir`` (resuming if it holds checkpoints); return final metrics."""
   from tqdm import tqdm  # pylint: disable=import-outside-toplevel
+  from designclip_jax.eval import runner  # pylint: disable=import-outside-toplevel
+  from designclip_jax.eval.embed import EmbeddingInterrupted  # pylint: disable=import-outside-toplevel
   maybe_initialize_distributed(config)
   workdir = run_checkpoints.absolute(workdir)
   workdir.mkdir(parents=True, exist_ok=True)
   tc, lc = config.train, config.loss
   lambdas = tuple(float(x) for x in lc.lambdas)
 
-  # ---- data and model spec
+  # ---- data; every host runs the same code, config and data, or all stop with one line naming the odd one
   data_dir = ensure_dataset(config.data)
   pipeline.dataset_dir(data_dir)  # a folder that holds no ingested data set: say so before anything starts
   table = pipeline.class_table(data_dir)
-  spec = spec_from_config(config.model, len(table['codes']), pipeline.tokenizer_dir(data_dir))
+  run = _Run(workdir, provenance.record(json.loads(config.to_json_best_effort()), data_dir))
+  provenance.check_hosts_agree(run.record['code'], run.record['config'], run.record['data']['fingerprint'])
+
+  # ---- model: a new run reads model.init (local or in a bucket) once and keeps all it needs in the workdir;
+  # a resumed run reads only its workdir
+  mngr = run_checkpoints.manager(workdir, tc.keep_checkpoints)
+  resuming = mngr.latest_step() is not None
+  if resuming:
+    spec = ModelSpec.load(workdir).resumed_with(config.model, len(table['codes']))
+    tokenizer, init_tensors = spec.tokenizer(workdir), None
+  else:
+    spec, tokenizer, init_tensors = start_from_config(config.model, len(table['codes']),
+                                                      pipeline.tokenizer_dir(data_dir))
   if jax.process_index() == 0:
-    spec.save(workdir)
+    spec.save(workdir, None if resuming else tokenizer)
     (workdir / 'config.json').write_text(config.to_json_best_effort(indent=1))
-  tokenizer = spec.tokenizer()
 
   # ---- mesh, sharded state (shapes first, then allocation in place), jitted step
   mesh = sharding.make_mesh(config.mesh.data, config.mesh.fsdp, slices=config.mesh.slices)
@@ -180,18 +178,19 @@ def train_and_evaluate(config, workdir: str) -> dict:
   tx = make_optimizer(tc)
   abstract_model, abstract_opt, model_state, opt_state = init_state(lambda: spec.build(tc.seed), tx, mesh)
   step_fn = jit_train_step(abstract_model, abstract_opt, mesh, lambdas, micro)
-  if spec.pretrained:
-    model_state = _load_pretrained_towers(model_state, step_fn.model_sharding, spec)
+  if init_tensors is not None:
+    model_state = _load_pretrained_towers(model_state, step_fn.model_sharding, spec, init_tensors)
+    del init_tensors
 
   # ---- resume by default
-  mngr = run_checkpoints.manager(workdir, tc.keep_checkpoints)
   start = 0
-  if mngr.latest_step() is not None:
+  if resuming:
     model_state, opt_state, meta = run_checkpoints.restore(mngr, mngr.latest_step(), model_state,
                                                          step_fn.model_sharding, opt_state, step_fn.opt_sharding)
     start = meta['step']
     if jax.process_index() == 0:
       print(f'resumed from step {start} ({run_checkpoints.step_dir(mngr, mngr.latest_step())})', flush=True)
+  run.write(resumed_from=start)
 
   opts = pipeline.TrainOptions(
       image_size=spec.clip.vision.image_size, global_batch=tc.global_batch, seed=tc.seed,
@@ -202,52 +201,85 @@ def train_and_evaluate(config, workdir: str) -> dict:
   # shape depends on data.worker_count), lets a run resume with other worker or process counts.
   iterator = iter(pipeline.train_dataset(data_dir, opts, tokenizer, start_step=start))
 
-  writer = MetricWriter(workdir)
   preemption = _Preemption()
-  host_metrics, pending = {}, None
+
+  def evaluate(split, tasks, progress=True):  # every process embeds a share; a preemption notice stops it
+    model = nnx.merge(step_fn.model_graph, model_state)
+    return runner.evaluate(model.clip, tokenizer, data_dir, split, tuple(tasks), batch_size=config.eval.batch_size,
+                           class_counts=table['train_counts'], template=config.eval.template,
+                           pixel_normalization=spec.pixel_normalization, progress=progress,
+                           interrupt=preemption.reached)
+
+  writer = MetricWriter(workdir, start)
+  timer, throughput = monitor.StepTimer(), None
+  profiler = monitor.Profiler(tc.profile_steps, workdir / 'tensorboard')
+  logged, pending, stopped = {}, None, False
   bar = tqdm(total=tc.steps, initial=start, desc='train', unit='step', disable=jax.process_index() != 0)
-  window_start, window_steps = time.perf_counter(), 0
   step = start
   try:
-    while step < tc.steps and not preemption.requested:
-      batch = sharding.host_local_to_global(next(iterator), mesh)
-      model_state, opt_state, metrics = step_fn(model_state, opt_state, batch)
-      if pending is not None:  # check the previous step while this one runs
-        host_metrics = _check_finite(*pending)
-      pending = (step, metrics)
-      step += 1
-      window_steps += 1
-      bar.update(1)
-      if step % tc.log_every == 0 or step == tc.steps:
-        host_metrics = _check_finite(*pending)
-        elapsed = time.perf_counter() - window_start
-        host_metrics['examples_per_sec'] = window_steps * tc.global_batch / elapsed
-        writer.write(step, host_metrics)
-        bar.set_postfix({k: f'{v:.3g}' for k, v in host_metrics.items() if k != 'grad_norm'})
-        window_start, window_steps = time.perf_counter(), 0
-      if tc.eval_every and step % tc.eval_every == 0:  # every process embeds a share
-        scores = _evaluate(config, step_fn, model_state, tokenizer, data_dir, table, spec,
-                           config.eval.periodic_split, config.eval.periodic_tasks, progress=False)
-        writer.write(step, {f'val/{k}': v for k, v in scores.items() if isinstance(v, float)})
-      if preemption.reached(step) or step % tc.checkpoint_every == 0 or step == tc.steps:
-        _check_finite(*pending)
-        run_checkpoints.save(mngr, step, model_state, opt_state, {'step': step})
-  finally:
-    bar.close()
-    iterator.close()  # stops Grain's worker processes, if any
-    mngr.wait_until_finished()
-    mngr.close()
-    writer.close()
-    preemption.restore()
+    try:
+      while step < tc.steps and not stopped:
+        began = time.perf_counter()
+        local = next(iterator)
+        waited = time.perf_counter() - began
+        batch = sharding.host_local_to_global(local, mesh)
+        if throughput is None:  # once: what this run can measure, and the compiled step's FLOPs
+          throughput = monitor.Throughput(_step_flops(step_fn, abstract_model, abstract_opt, mesh, lambdas, micro,
+                                                      model_state, opt_state, batch), tc.global_batch)
+          run.write(performance=throughput.describe())
+          if jax.process_index() == 0:
+            print('measured per step: ' + '; '.join(f'{k}: {v}' for k, v in throughput.describe().items()), flush=True)
+          began = time.perf_counter() - waited  # compiling is not a step
+        profiler.before(step + 1)
+        model_state, opt_state, metrics = step_fn(model_state, opt_state, batch)
+        profiler.after(step + 1, metrics)
+        if pending is not None:  # check the previous step while this one runs
+          _check_finite(*pending)
+        pending = (step, metrics)
+        step += 1
+        bar.update(1)
+        line, per_host = {}, None
+        log_now = step % tc.log_every == 0 or step == tc.steps
+        if log_now:
+          line = _check_finite(*pending)  # waits for this step: its time is complete
+        timer.add(waited, time.perf_counter() - began)
+        if log_now:
+          perf, per_host = throughput.metrics(*timer.take())
+          line.update(perf)
+          logged = line
+          bar.set_postfix({k: f'{v:.3g}' for k, v in line.items() if k in ('loss', 'examples_per_sec')})
+        stopped = preemption.reached()  # every process, after every step
+        if tc.eval_every and step % tc.eval_every == 0 and not stopped:
+          try:
+            scores = evaluate(config.eval.periodic_split, config.eval.periodic_tasks, progress=False)
+            line.update({f'val/{k}': v for k, v in scores.items() if isinstance(v, float)})
+          except EmbeddingInterrupted:
+            stopped = True
+        if line:
+          writer.write(step, line, per_host)
+        if stopped or step % tc.checkpoint_every == 0 or step == tc.steps:
+          _check_finite(*pending)
+          run_checkpoints.save(mngr, step, model_state, opt_state, {'step': step})
+    finally:
+      bar.close()
+      profiler.stop()
+      iterator.close()  # stops Grain's worker processes, if any
+      mngr.wait_until_finished()
+      mngr.close()
+      writer.close()
 
-  # a stop requested at the last step is no preemption: the run is finished, nothing to requeue
-  result = {'step': step, 'preempted': preemption.requested and step < tc.steps, **host_metrics}
-  if step >= tc.steps and config.eval.tasks:
-    from designclip_jax.eval import runner  # pylint: disable=import-outside-toplevel
-    scores = _evaluate(config, step_fn, model_state, tokenizer, data_dir, table, spec, config.eval.split,
-                       config.eval.tasks)
-    if jax.process_index() == 0:
-      runner.print_table({'this run': scores})
-      (workdir / f'eval_{config.eval.split}.json').write_text(json.dumps(scores, indent=1))
-    result.update(scores)
-  return result
+    # a stop requested at the last step is no preemption: the run is finished, nothing to requeue
+    result = {'step': step, 'preempted': stopped and step < tc.steps, **logged}
+    if step >= tc.steps and config.eval.tasks:
+      try:
+        scores = evaluate(config.eval.split, config.eval.tasks)
+      except EmbeddingInterrupted:  # requeued, the run finds its last step and evaluates again
+        return {**result, 'preempted': True}
+      if jax.process_index() == 0:
+        runner.print_table({'this run': scores})
+        (workdir / f'eval_{config.eval.split}.json').write_text(
+            json.dumps({**scores, 'provenance': run.record}, indent=1))
+      result.update(scores)
+    return result
+  finally:
+    preemption.restore()

@@ -8,16 +8,19 @@ One table of name rules serves both directions. Reading needs numpy + safetensor
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
-from typing import Callable
+from typing import Callable, Iterator
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from designclip_jax import paths
+from designclip_jax.data.tokenizer import TOKENIZER_FILES
 from designclip_jax.weights import openai_format
 from designclip_jax.models.clip import CLIP
 from designclip_jax.models.config import CLIPConfig, TextConfig, VisionConfig
@@ -112,6 +115,9 @@ def load_config(path: str, activation: str | None = None, trust_torchscript: boo
   ``activation`` ('quick_gelu' or 'gelu') is required for an OpenAI-format file that does not say which
   (``openai_format.activation``); where the checkpoint says, it must agree. ``trust_torchscript``: see
   ``openai_format.read_state_dict``."""
+  if paths.is_url(path):
+    with local_checkpoint(path) as local:
+      return load_config(local, activation, trust_torchscript)
   if openai_format.is_openai_checkpoint(path):
     shapes, declared = openai_format.read_shapes(path, trust_torchscript)
     return openai_format.config_from_shapes(shapes, openai_format.activation(path, declared, activation))
@@ -151,10 +157,35 @@ def read_safetensors(path: str) -> dict[str, np.ndarray]:
                           'checkpoints must first be re-saved as safetensors')
 
 
+@contextlib.contextmanager
+def local_checkpoint(path: str) -> Iterator[str]:
+  """``path`` itself when local; for a bucket URL (gs://…), a temporary local copy of the files a checkpoint is
+  read from (weights, config, tokenizer), since safetensors, torch and transformers read local files only. A
+  directory (HF or open_clip) stays a directory; a checkpoint file is copied with the files beside it."""
+  if not paths.is_url(path):
+    yield path
+    return
+  from etils import epath  # pylint: disable=import-outside-toplevel
+  folder, name = (path, None) if epath.Path(path).is_dir() else (os.path.dirname(path), os.path.basename(path))
+  if name is None and not epath.Path(path, 'config.json').exists() and not any(
+      epath.Path(path, f).exists() for f in openai_format.OPENAI_FILES):
+    raise FileNotFoundError(f'{path} holds no checkpoint (config.json or {openai_format.OPENAI_FILES[0]})')
+  if name is not None and not epath.Path(path).is_file():
+    raise FileNotFoundError(f'checkpoint {path!r} does not exist')
+  index = epath.Path(folder, WEIGHTS_INDEX_NAME)
+  shards = sorted(set(json.loads(index.read_text())['weight_map'].values())) if name is None and index.exists() else []
+  names = ([name] if name else ['config.json', WEIGHTS_NAME, WEIGHTS_INDEX_NAME, *shards, *openai_format.OPENAI_FILES])
+  with paths.local_folder(folder, names + [openai_format.OPEN_CLIP_CONFIG, *TOKENIZER_FILES]) as local:
+    yield os.path.join(local, name) if name else local
+
+
 def read_checkpoint(path: str, activation: str | None = None,
                     trust_torchscript: bool = False) -> tuple[CLIPConfig, dict[str, np.ndarray]]:
   """A checkpoint's config and its tensors under HF-style names, whichever format it is in (weights read
   once); ``activation`` and ``trust_torchscript`` as in ``load_config``."""
+  if paths.is_url(path):
+    with local_checkpoint(path) as local:
+      return read_checkpoint(local, activation, trust_torchscript)
   if openai_format.is_openai_checkpoint(path):
     state, declared = openai_format.read_state_dict(path, trust_torchscript)
     act = openai_format.activation(path, declared, activation)
@@ -214,7 +245,7 @@ def from_pretrained(path: str, *, dtype=jnp.float32, remat: bool = False, tokeni
   config beside it); where the checkpoint says, it must agree. ``trust_torchscript=True`` loads a TorchScript
   archive that is not one of OpenAI's released files, running its code (``openai_format.read_state_dict``)."""
   path = os.fspath(path)
-  if not os.path.exists(path):
+  if not paths.is_url(path) and not os.path.exists(path):
     raise FileNotFoundError(f'checkpoint {path!r} does not exist')
   config, tensors = read_checkpoint(path, activation, trust_torchscript)
   if tokenizer is not None:

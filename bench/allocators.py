@@ -3,7 +3,8 @@ tcmalloc vs jemalloc, each benchmark a subprocess under LD_PRELOAD (both sides o
 and PyTorch eager — in one process, so under the same allocator).
 
     python bench/allocators.py [--rounds 3] [--allocators glibc mimalloc tcmalloc jemalloc]
-                               [--benchmarks train pipeline ingest] [--patents 1000] [--json FILE]
+                               [--benchmarks train pipeline ingest] [--configs tiny mid] [--patents 1000]
+                               [--json FILE]
 
 Allocators are found as scripts/allocator.sh finds them (mimalloc: the cmeel-mimalloc wheel in this
 Python's environment; tcmalloc, jemalloc: the OS's packages, e.g. Debian's libtcmalloc-minimal4 and
@@ -83,10 +84,11 @@ def markdown_rows(text, header_word):
   raise ValueError(f'no table with {header_word!r} in:\n{text[-2000:]}')
 
 
-def train(env, steps, tmp):
-  """s/step of ours and torch eager and their ratio, per config (peak RSS: train_throughput.py --memory-only)."""
+def train(env, steps, configs, tmp):
+  """Per config, ours and torch eager: wall and CPU s/step, minor page faults/step, and our speed over torch's
+  (wall and CPU; peak RSS: train_throughput.py --memory-only)."""
   path = os.path.join(tmp, 'train.json')
-  run([os.path.join(BENCH, 'train_throughput.py'), '--configs', 'tiny', 'mid', '--steps', str(steps),
+  run([os.path.join(BENCH, 'train_throughput.py'), '--configs', *configs, '--steps', str(steps),
        '--no-compile', '--no-memory', '--json', path], env)
   with open(path) as f:
     rows = json.load(f)['rows']
@@ -94,8 +96,11 @@ def train(env, steps, tmp):
   for r in rows:
     side = 'jax' if r['impl'] == 'jax' else 'torch'
     out[f"train {r['config']} {side} s/step"] = r['step_s']
+    out[f"train {r['config']} {side} CPU s/step"] = r['cpu_s']
+    out[f"train {r['config']} {side} page faults/step"] = r['minor_faults']
     if side == 'jax':
       out[f"train {r['config']} jax/torch speed"] = r['vs_torch_eager']
+      out[f"train {r['config']} jax/torch speed (CPU)"] = r['vs_torch_eager_cpu']
   return out
 
 
@@ -127,6 +132,7 @@ def main():
   parser.add_argument('--benchmarks', nargs='+', default=['train', 'pipeline', 'ingest'],
                       choices=['train', 'pipeline', 'ingest'])
   parser.add_argument('--steps', type=int, default=6, help='train_throughput.py --steps')
+  parser.add_argument('--configs', nargs='+', default=['tiny', 'mid'], help='train_throughput.py --configs')
   parser.add_argument('--batches', type=int, default=20, help='pipeline_throughput.py --batches')
   parser.add_argument('--patents', type=int, default=1000, help='ingest_scale.py size')
   parser.add_argument('--root', default=os.path.join(tempfile.gettempdir(), 'allocators_bench'))
@@ -148,7 +154,7 @@ def main():
   if 'pipeline' in args.benchmarks and not os.path.isdir(data):  # the ingest's output, 256 px drawings
     run([os.path.join(BENCH, 'ingest_scale.py'), '--patents', str(args.patents), '--root', args.root],
         environment(''))
-  benchmarks = {'train': lambda env, tmp: train(env, args.steps, tmp),
+  benchmarks = {'train': lambda env, tmp: train(env, args.steps, args.configs, tmp),
                 'pipeline': lambda env, tmp: pipeline(env, data, args.batches),
                 'ingest': lambda env, tmp: ingest(env, args.patents, args.root)}
   runs = []
@@ -194,7 +200,7 @@ def report(runs, names, rounds):
       cell = f'{value:.3g}'
       if 'glibc' in medians and name != 'glibc' and 'RSS' not in key and 'jax/torch' not in key:
         base = medians['glibc'][key]
-        lower_is_better = 's/step' in key or 'ms CPU' in key
+        lower_is_better = 's/step' in key or 'ms CPU' in key or 'faults' in key
         cell += f' ({base / value if lower_is_better else value / base:.2f}× glibc)'
       cells.append(cell)
     print(f'| {key} | ' + ' | '.join(cells) + ' |', flush=True)

@@ -5,7 +5,8 @@ torch.optim.AdamW, same shapes, same batch, float32, on this machine's CPU.
 
 The JAX side is the real training step (train.step.jit_train_step) with only L_CACL on (λ = 0, 1, 0),
 i.e. the standard CLIP objective the reference optimises. Warm-up excluded; steps of the two
-alternate so machine drift hits both; medians reported. MFU = XLA's FLOP count of the step /
+alternate so machine drift hits both; medians reported, of wall and of CPU time (user + system, all
+threads: the figure that holds on a shared machine) and minor page faults per step. MFU = XLA's FLOP count of the step /
 step time / float32 matmul peak measured in the same run. Peak memory is each side's peak RSS
 in a separate process (3 steps).
 """
@@ -13,6 +14,8 @@ in a separate process (3 steps).
 import argparse
 import json
 import os
+import resource
+import statistics
 import subprocess
 import sys
 import time
@@ -67,16 +70,19 @@ def torch_step(clip_cfg, n, compile_=False):
 
 
 def median_times(fns, steps, warmup=2):
+  """Per implementation, medians over the steps of (wall s, CPU s, minor page faults): CPU is user + system
+  time of the process, all threads — what a step costs, whatever else a shared machine runs."""
   for fn in fns.values():
     for _ in range(warmup):
       fn()
-  times = {k: [] for k in fns}
+  samples = {k: [] for k in fns}
   for _ in range(steps):
     for k, fn in fns.items():  # alternate
-      t = time.perf_counter()
+      faults, cpu, t = resource.getrusage(resource.RUSAGE_SELF).ru_minflt, time.process_time(), time.perf_counter()
       fn()
-      times[k].append(time.perf_counter() - t)
-  return {k: sorted(v)[len(v) // 2] for k, v in times.items()}
+      samples[k].append((time.perf_counter() - t, time.process_time() - cpu,
+                         resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults))
+  return {k: tuple(statistics.median(column) for column in zip(*v)) for k, v in samples.items()}
 
 
 def peak_rss(side, config):
@@ -118,16 +124,19 @@ def main():
         print(f'torch.compile unavailable here: {e.__class__.__name__}: {str(e)[:200]}')
     times = median_times(fns, args.steps)
     mem = {} if args.no_memory else {'jax': peak_rss('jax', name), 'torch eager': peak_rss('torch', name)}
-    for k, t in times.items():
+    for k, (t, cpu, faults) in times.items():
       rows.append({'config': name, 'batch': n, 'impl': k, 'step_s': t, 'samples_per_s': n / t,
-                   'vs_torch_eager': times['torch eager'] / t, 'mfu': flops / t / peak,
-                   'peak_rss_mib': mem.get(k, float('nan'))})
+                   'vs_torch_eager': times['torch eager'][0] / t, 'mfu': flops / t / peak,
+                   'peak_rss_mib': mem.get(k, float('nan')), 'cpu_s': cpu,
+                   'vs_torch_eager_cpu': times['torch eager'][1] / cpu, 'minor_faults': faults})
   print(f'\nfloat32 matmul peak measured: {peak / 1e9:.0f} GFLOP/s')
-  print('| config | batch | implementation | step (s) | samples/s | × torch eager | MFU | peak RSS (MiB) |')
-  print('|---|---|---|---|---|---|---|---|')
+  print('| config | batch | implementation | step (s) | samples/s | × torch eager | MFU | peak RSS (MiB) '
+        '| CPU s/step | × torch eager (CPU) | page faults/step |')
+  print('|---|---|---|---|---|---|---|---|---|---|---|')
   for r in rows:
     print(f"| {r['config']} | {r['batch']} | {r['impl']} | {r['step_s']:.3f} | {r['samples_per_s']:.0f} | "
-          f"{r['vs_torch_eager']:.2f} | {r['mfu'] * 100:.0f}% | {r['peak_rss_mib']:.0f} |")
+          f"{r['vs_torch_eager']:.2f} | {r['mfu'] * 100:.0f}% | {r['peak_rss_mib']:.0f} | {r['cpu_s']:.3f} | "
+          f"{r['vs_torch_eager_cpu']:.2f} | {r['minor_faults']:.0f} |")
   if args.json:
     with open(args.json, 'w') as f:
       json.dump({'peak_flops': peak, 'rows': rows}, f, indent=1)

@@ -7,6 +7,7 @@ import csv
 import datetime
 import glob
 import io
+import json
 import os
 import re
 import tarfile
@@ -305,6 +306,17 @@ def test_family_chains_link_each_application_to_its_parent(large):
       child = parent
     chains += len(record.relations) >= 2 and record.relations[1].parent_patent != ''
   assert chains > 20
+  # a foreign priority is claimed within one family only (a child claims its parent's), also at 200k
+  # patents, where numbers drawn at random would repeat
+  claimed = {}
+  for record in records:
+    for _, country, number, _ in record.priority:
+      claimed.setdefault((country, number), set()).add(int(c.root[record.index]))
+  assert len(claimed) > 100 and all(len(roots) == 1 for roots in claimed.values())
+  big = model.Collection(200_000, seed=4)
+  owners = np.flatnonzero(big.priority_owner == np.arange(big.n))
+  numbers = {big.priority(int(k))[0][1:3] for k in owners}
+  assert len(owners) > 25_000 and len(numbers) == len(owners)
   # the XML writes a chain as the records hold it
   record = next(r for r in records if len(r.relations) >= 2 and r.relations[1].parent_patent)
   stem = f'US{record.number}-{record.grant_date}'
@@ -398,3 +410,29 @@ def test_bad_arguments_get_a_one_line_error(argv, message, tmp_path, capsys):
     synthetic.main(['--out', str(tmp_path / 'out'), *argv])
   assert exit_info.value.code == 2 and message in capsys.readouterr().err
   assert not (tmp_path / 'out').exists()
+
+
+def test_red_book_ingest_reads_what_the_generator_wrote(redbook, tmp_path):
+  """End to end: ``ingest --redbook`` over the weekly tars; its patents.jsonl against the generator's
+  own records (ids, dates, Locarno, families, the examiner's citations of collection designs)."""
+  from designclip_jax.data.ingest import ingest_redbook  # pylint: disable=import-outside-toplevel
+  _, tars = redbook
+  summary = ingest_redbook(tars, str(tmp_path / 'data'), image_size=32, workers=1, progress=False)
+  assert summary['redbook']['grants_found_by_kind'] == {'design': N_PATENTS, 'utility': WEEKS, 'plant': WEEKS,
+                                                        'reissue': WEEKS}
+  assert sum(summary['patents_ingested'].values()) == N_PATENTS
+  c = model.Collection(N_PATENTS, SEED, WEEKS)
+  with open(tmp_path / 'data' / 'patents.jsonl') as f:
+    read = {row['id']: row for row in map(json.loads, f)}
+  assert sorted(read) == [c.number(k) for k in range(N_PATENTS)]
+  for k in range(N_PATENTS):
+    record, row = c.patent(k), read[c.number(k)]
+    assert (row['grant_date'], row['filing_date']) == tuple(
+        f'{d[:4]}-{d[4:6]}-{d[6:]}' for d in (record.grant_date, record.filing_date))
+    assert row['locarno'] == f'{record.locarno[:2]}-{record.locarno[2:]}' and row['title'] == record.noun.capitalize()
+    assert bool(row['family']) == bool(record.relations)
+    cited = sorted(r['id'] for r in read.values() if r['id'] in row['cited_by_examiner'])
+    assert cited == sorted(c.number(r.cited_index) for r in record.references
+                           if r.cited_index >= 0 and r.category == model.EXAMINER)
+    if c.parent[k] >= 0:  # a child and its parent are one family
+      assert row['family_id'] == read[c.number(int(c.parent[k]))]['family_id']

@@ -60,7 +60,7 @@ from designclip_jax.data.synthetic_records import Patent, Person, Reference, Rel
 FIRST_NUMBER = 700_000
 FIRST_APPLICATION = 29_500_000
 OUTSIDE_APPLICATION = 29_000_000
-MAX_PATENTS = 500_000
+MAX_PATENTS = 500_000  # < 10**6: priority serials stay unique
 LAST_GRANT = datetime.date(2022, 12, 27)  # a Tuesday
 MAX_WEEKS = 417  # back to 2015-01-06, inside the v4.5 DTD's years
 PENDENCY_DAYS = (240, 1100)
@@ -251,10 +251,12 @@ class Collection:
     rng = np.random.default_rng([self.seed, 107, owner])
     year = _ymd(self.priority_date[owner])[:4]
     country = ('EM', 'CN', 'JP', 'KR')[_pick(rng, (0.55, 0.25, 0.1, 0.1))]
-    number = {'EM': f'00{int(rng.integers(1_000_000, 9_000_000))}' + ('-0001' if rng.random() < 0.3 else ''),
-              'CN': f'{year}3{int(rng.integers(0, 10**7)):07d}.{int(rng.integers(10))}',
-              'JP': f'{year}-{int(rng.integers(1, 30000)):06d}',
-              'KR': f'30-{year}-{int(rng.integers(1, 60000)):07d}'}[country]
+    # a bijection of the owner's index: two families never claim the same foreign application (a
+    # reader that joins families by claimed priority would merge them)
+    serial = owner * 2_654_435_761 % 10**6
+    number = {'EM': f'008{serial:06d}' + ('-0001' if rng.random() < 0.3 else ''),
+              'CN': f'{year}3{serial:07d}.{serial % 10}', 'JP': f'{year}-{serial:06d}',
+              'KR': f'30-{year}-{serial:07d}'}[country]
     return (('regional' if country == 'EM' else 'national', country, number, _ymd(self.priority_date[owner])),)
 
   def relations(self, k: int) -> tuple[Relation, ...]:

@@ -196,10 +196,10 @@ def grant_xml(p: Patent, sheets: Sheets, broken_lines: bool) -> bytes:
                     _node('claims', [claim], {'id': 'claims'}), '</us-patent-grant>', '']).encode()
 
 
-def _other_grant_xml(number: str, kind: str, appl_type: str, grant_date: str, title: str) -> bytes:
+def _other_grant_xml(number: str, kind: str, appl_type: str, application: str, grant_date: str, title: str) -> bytes:
   """A minimal utility, plant or reissue grant: the members a design reader skips."""
   bib = [_node('publication-reference', [_document_id('US', number, kind, date=grant_date)]),
-         _node('application-reference', [_document_id('US', '16000000', date=grant_date)], {'appl-type': appl_type}),
+         _node('application-reference', [_document_id('US', application, date=grant_date)], {'appl-type': appl_type}),
          _leaf('invention-title', title, {'id': 'd2e53'})]
   return '\n'.join([_head(f'US{number}-{grant_date}', grant_date), _node('us-bibliographic-data-grant', bib),
                     '</us-patent-grant>', '']).encode()
@@ -281,9 +281,9 @@ class _WeeklyTar:
     others = ((f'UTIL{1100 + self.week:04d}', f'{11_000_000 + 7000 * self.week:08d}', 'B2', 'utility', 'Hinge assembly'),
               ('PLANT', f'PP{34_000 + 20 * self.week:06d}', 'P3', 'plant', 'Rose plant'),
               ('REISSUE', f'RE{49_000 + 10 * self.week:06d}', 'E1', 'reissue', 'Fastening device'))
-    for folder, number, kind, appl_type, title in others:
+    for i, (folder, number, kind, appl_type, title) in enumerate(others):
       stem = f'US{number}-{self.grant_date}'
-      xml = _other_grant_xml(number, kind, appl_type, self.grant_date, title)
+      xml = _other_grant_xml(number, kind, appl_type, str(16_000_000 + 3 * self.week + i), self.grant_date, title)
       self.add(folder, f'{stem}.ZIP', _zip(stem, {f'{stem}.XML': xml}, day))
     self._tar.close()
     os.replace(self.path + '.tmp', self.path)

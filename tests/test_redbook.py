@@ -426,3 +426,40 @@ def test_split_lists_refuse_a_patent_in_two_lists(tmp_path):
   (tmp_path / 'b.txt').write_text('D0845543\n')
   with pytest.raises(Exception, match=r'b.txt line 1: D0845543 is also in the train list'):
     read_split_lists({'train': str(tmp_path / 'a.txt'), 'test': str(tmp_path / 'b.txt')})
+
+
+# ------------------------------------------------------------------------ the synthetic Red Book
+
+def test_synthetic_red_book_end_to_end_families_as_the_generator_made_them(tmp_path):
+  """The generator's weekly tars and IMPACT rows through ``ingest --redbook --csv``: two patents share a
+  family id exactly when the generator rooted them in one family, no family straddles splits (the
+  id-hash split would have), records and patents.jsonl agree, captions are the CSV's."""
+  from designclip_jax.data import synthetic_redbook  # pylint: disable=import-outside-toplevel
+  from designclip_jax.data.synthetic_collection import Collection  # pylint: disable=import-outside-toplevel
+  n, seed, weeks = 60, 2, 4
+  tars = synthetic_redbook.generate(str(tmp_path / 'raw'), n, seed, weeks, workers=1, progress=False)
+  out = str(tmp_path / 'data')
+  summary = ingest_redbook(tars, out, csv_pattern=str(tmp_path / 'raw' / 'synthetic.csv'), image_size=SIZE,
+                           workers=1, progress=False)
+  assert summary['rows_read'] == n and summary['redbook']['captions'] == {'impact_csv': n}
+  c = Collection(n, seed, weeks)
+  with open(os.path.join(out, PATENTS_FILE)) as f:
+    family = {p['id']: p['family_id'] for p in map(json.loads, f)}
+  root = {c.number(k): int(c.root[k]) for k in range(n)}
+  pairs = [(a, b) for a in family for b in family if a < b]
+  assert all((family[a] == family[b]) == (root[a] == root[b]) for a, b in pairs)
+  assert any(root[a] == root[b] and split_of(a) != split_of(b) for a, b in pairs), 'the id split would straddle'
+  records = _records(out)
+  assert {pid: r['caption'] for pid, (_, r) in records.items()} == _csv_captions(tmp_path / 'raw' / 'synthetic.csv')
+  split_of_family = {}
+  for pid, (split, _) in records.items():
+    assert split_of_family.setdefault(family[pid], split) == split, f'family {family[pid]} straddles splits'
+  assert summary['leakage_across_splits']['families_in_several_splits'] == 0
+  for split in SPLITS:
+    with np.load(os.path.join(out, RECORD_INDEX.format(split=split))) as z:
+      assert [family[p] for p in z['patent_id']] == list(z['family'])
+
+
+def _csv_captions(path):
+  with open(path, newline='') as f:
+    return {r['id']: r['caption'].strip() for r in csv.DictReader(f)}  # stripped, as the CSV reader does

@@ -4,6 +4,7 @@ then the train pipeline's time to its first batch with the record index (what Tr
 against reading every record's label (what it did before the index).
 
     python bench/ingest_scale.py --patents 2000 8000 32000 [--workers 2] [--root /tmp/ingest_scale]
+    python bench/ingest_scale.py --layout redbook --patents 500 2000   # weekly tars, ingest --redbook --csv
 
 Each size is generated once under --root and kept (delete it to re-measure generation). Rows print
 as they finish, so a long run can be stopped after any size. CPU time (user + system over the tree)
@@ -20,6 +21,7 @@ import sys
 import threading
 import time
 
+import numpy as np
 import psutil
 
 REAL_SAMPLE = os.path.join(os.path.dirname(__file__), '..', '..', 'shared', 'data', 'impact-sample')
@@ -89,6 +91,8 @@ def main():
   parser.add_argument('--workers', type=int, default=2)
   parser.add_argument('--root', default='/tmp/ingest_scale')
   parser.add_argument('--image-size', type=int, default=256)
+  parser.add_argument('--layout', choices=('impact', 'redbook'), default='impact',
+                      help='the synthetic set as IMPACT (CSV + sheets) or as Red Book weekly tars (+ the same CSV)')
   args = parser.parse_args()
   print(f'machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, '
         f'{psutil.virtual_memory().total / 2 ** 30:.0f} GiB; {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC')
@@ -97,17 +101,18 @@ def main():
   print('|---|---|---|---|---|---|---|---|')
   py = sys.executable
   for n in args.patents:
-    raw, out = os.path.join(args.root, f'raw-{n}'), os.path.join(args.root, f'data-{n}')
+    raw, out = os.path.join(args.root, f'{args.layout}-raw-{n}'), os.path.join(args.root, f'{args.layout}-data-{n}')
     csv_path = os.path.join(raw, 'synthetic.csv')
     if not os.path.exists(csv_path):
       wall, cpu, peak, _ = run_measured([py, '-m', 'designclip_jax.data.synthetic', '--out', raw, '--patents', str(n),
-                                         '--workers', str(args.workers)])
+                                         '--workers', str(args.workers), '--layout', args.layout])
       print(f'| {n} | generate | – | {wall:.0f} | {cpu:.0f} | {n / cpu:.1f} | {peak / 2 ** 20:.0f} | – |', flush=True)
-    wall, cpu, peak, _ = run_measured([py, '-m', 'designclip_jax.data.ingest', '--csv', csv_path, '--images', raw,
+    source = ['--csv', csv_path, '--images', raw] if args.layout == 'impact' else ['--redbook', raw, '--csv', csv_path]
+    wall, cpu, peak, _ = run_measured([py, '-m', 'designclip_jax.data.ingest', *source,
                                        '--out', out, '--workers', str(args.workers), '--overwrite',
                                        '--image-size', str(args.image_size), '--tokenizer-vocab', '2048',
                                        '--context-length', '32'])
-    drawings = sum(1 for _, _, files in os.walk(raw) for f in files if f.endswith('.TIF'))
+    drawings = _stored_drawings(out)
     size = sum(os.path.getsize(os.path.join(d, f)) for d, _, files in os.walk(os.path.join(out, 'designclip_patents'))
                for f in files)
     print(f'| {n} | ingest | {drawings} | {wall:.0f} | {cpu:.0f} | {n / cpu:.1f} | {peak / 2 ** 20:.0f} | '
@@ -116,16 +121,28 @@ def main():
         '| first 64 x 224 px batch s |')
   print('|---|---|---|---|')
   for n in args.patents:
-    reading, transform, first = map(float, run_measured([py, '-c', FIRST_BATCH, os.path.join(args.root, f'data-{n}')])[3].split())
+    reading, transform, first = map(float, run_measured(
+        [py, '-c', FIRST_BATCH, os.path.join(args.root, f'{args.layout}-data-{n}')])[3].split())
     print(f'| {n} | {reading:.2f} | {transform:.2f} | {first:.2f} |', flush=True)
   if os.path.isfile(os.path.join(REAL_SAMPLE, 'sample_data.csv')):
-    out = os.path.join(args.root, 'data-impact-sample')
-    wall, cpu, peak, _ = run_measured([py, '-m', 'designclip_jax.data.ingest', '--csv',
-                                       os.path.join(REAL_SAMPLE, 'sample_data.csv'), '--images', REAL_SAMPLE,
-                                       '--out', out, '--workers', '1', '--overwrite', '--image-size', str(args.image_size)])
     drawings = sum(1 for _, _, files in os.walk(REAL_SAMPLE) for f in files if f.upper().endswith('.TIF'))
-    print(f'\nreal IMPACT sample (35 patents, {drawings} TIFF files, 1 worker): {wall:.1f} s wall, {cpu:.1f} CPU s, '
-          f'{1000 * cpu / drawings:.0f} ms CPU per drawing file, peak RSS {peak / 2 ** 20:.0f} MiB')
+    source = (['--csv', os.path.join(REAL_SAMPLE, 'sample_data.csv'), '--images', REAL_SAMPLE] if args.layout == 'impact'
+              else ['--redbook', REAL_SAMPLE, '--csv', os.path.join(REAL_SAMPLE, 'sample_data.csv')])
+    out = os.path.join(args.root, f'{args.layout}-data-impact-sample')
+    wall, cpu, peak, _ = run_measured([py, '-m', 'designclip_jax.data.ingest', *source, '--out', out, '--workers', '1',
+                                       '--overwrite', '--image-size', str(args.image_size)])
+    print(f'\nreal IMPACT sample ({args.layout} layout, 35 patents, {drawings} TIFF files, 1 worker): {wall:.1f} s wall, '
+          f'{cpu:.1f} CPU s, {1000 * cpu / drawings:.0f} ms CPU per drawing file, peak RSS {peak / 2 ** 20:.0f} MiB')
+
+
+def _stored_drawings(out: str) -> int:
+  """Drawings in the ingested data set (from its record index)."""
+  total = 0
+  for name in os.listdir(out):
+    if name.startswith('record_index-'):
+      with np.load(os.path.join(out, name)) as z:
+        total += len(z['views'])
+  return total
 
 
 if __name__ == '__main__':

@@ -200,6 +200,24 @@ def test_failed_write_names_the_file_and_a_rerun_resumes(small_csv, reference, t
   assert _contents(out) == _contents(reference)
 
 
+def test_split_files_place_csv_rows_and_skip_unlisted_ones(small_csv, reference, tmp_path):
+  """Published lists decide the splits (ids as written in the lists' own forms); unlisted rows are report rows."""
+  with open(small_csv[0], newline='') as f:
+    ids = [r['id'] for r in csv.DictReader(f)]
+  lists = {'train': ids[:10], 'validation': ids[10:14], 'test': ids[14:20]}
+  for split, members in lists.items():
+    (tmp_path / f'{split}.txt').write_text(''.join(f'US{m}\n' for m in members))
+  out = str(tmp_path / 'out')
+  summary = ingest.ingest(*small_csv, out, image_size=SIZE, workers=1, rows_per_shard=BLOCK, progress=False,
+                          split_files={s: str(tmp_path / f'{s}.txt') for s in lists})
+  assert {s: [r['patent_id'] for r in records] for s, records in _records(out).items()} == lists
+  assert summary['skipped_by_reason'] == {'not in any --split-file list': ROWS - 20}
+  assert summary['split_rule'] == 'published split lists (--split-file)'
+  reference_records = {r['patent_id']: r for records in _records(reference).values() for r in records}
+  assert all(r == dict(reference_records[r['patent_id']], index=r['index'])
+             for records in _records(out).values() for r in records)
+
+
 def test_drawings_in_a_yearly_zip_beside_the_csv_give_the_same_records(small_csv, reference, tmp_path):
   """IMPACT ships 2021.csv with 2021.zip; here the zip holds 2021/<patent>/<sheet> (year folder)."""
   csv_path, raw_dir = small_csv

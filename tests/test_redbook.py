@@ -421,6 +421,26 @@ def test_split_files_are_followed_and_the_leakage_they_cause_is_counted(tmp_path
   assert crossing, 'the copies share their drawings'
 
 
+@pytest.mark.parametrize('kind', ['missing path', 'not a Red Book input', 'not an IMPACT CSV', 'bad split list'])
+def test_bad_redbook_arguments_are_one_line_errors_before_any_work(kind, tmp_path):
+  folder = tmp_path / 'grants'
+  folder.mkdir()
+  (tmp_path / 'notes.txt').write_text('hello')
+  (tmp_path / 'other.csv').write_text('name,value\na,1\n')
+  (tmp_path / 'test.txt').write_text('D0907292\nnot an id\n')
+  args, named = {'missing path': (['--redbook', str(tmp_path / 'nowhere')], tmp_path / 'nowhere'),
+                 'not a Red Book input': (['--redbook', str(tmp_path / 'notes.txt')], tmp_path / 'notes.txt'),
+                 'not an IMPACT CSV': (['--redbook', str(folder), '--csv', str(tmp_path / 'other.csv')],
+                                       tmp_path / 'other.csv'),
+                 'bad split list': (['--redbook', str(folder), '--split-file', f'test={tmp_path / "test.txt"}'],
+                                    f'{tmp_path / "test.txt"} line 2')}[kind]
+  with pytest.raises(SystemExit) as e:
+    ingest_cli.main(args + ['--out', str(tmp_path / 'out')])
+  message = str(e.value)
+  assert message.startswith('error: ') and str(named) in message and '\n' not in message
+  assert not (tmp_path / 'out').exists()
+
+
 def test_split_lists_refuse_a_patent_in_two_lists(tmp_path):
   (tmp_path / 'a.txt').write_text('D0907292\nD845543\n')
   (tmp_path / 'b.txt').write_text('D0845543\n')

@@ -71,6 +71,8 @@ def main(argv=None):
   args = parser.parse_args(argv)
   if not args.redbook and not (args.csv and args.images):
     parser.error('give --csv and --images (IMPACT), or --redbook (Red Book grants, --csv optional)')
+  if args.redbook and args.images:
+    parser.error('--images is for IMPACT CSVs: each Red Book grant holds its own sheets')
   kwargs = dict(image_size=args.image_size, tokenizer_vocab=args.tokenizer_vocab,
                 context_length=args.context_length, rows_per_shard=args.rows_per_shard, overwrite=args.overwrite)
   try:

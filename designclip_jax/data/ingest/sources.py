@@ -160,20 +160,36 @@ def _folder_parts(folder: str):
         yield ARCHIVE_NOT_READ, None
 
 
+def _redbook_input(path: str) -> str:
+  """'folder', 'zip' (one design grant) or 'tar'; IngestError for anything else."""
+  if os.path.isdir(path):
+    return 'folder'
+  if os.path.isfile(path) and _grant_kind(path) == 'design' and path.upper().endswith('.ZIP'):
+    return 'zip'
+  if os.path.isfile(path) and tarfile.is_tarfile(path):
+    return 'tar'
+  raise IngestError(f'{path}: --redbook path is not a folder, a weekly tar or a USD<number>-<date>.ZIP'
+                    + ('' if os.path.exists(path) else ' (it does not exist)'))
+
+
+def check_redbook_inputs(paths: list[str]) -> None:
+  """Refuse a path that is none of the Red Book inputs before any work is done."""
+  for path in paths:
+    _redbook_input(path)
+
+
 def find_parts(paths: list[str]):
   """(kind of grant, Part or None) for every grant found under ``paths``, in a fixed order (paths as
   given, folders walked in sorted order, tars in member order); only design grants get a Part. Archives
   that are not grants, and grants a tar holds unpacked, are yielded too (counted, not read)."""
   for path in paths:
-    if os.path.isdir(path):
+    kind = _redbook_input(path)
+    if kind == 'folder':
       yield from _folder_parts(path)
-    elif os.path.isfile(path) and _grant_kind(path) == 'design' and path.upper().endswith('.ZIP'):
+    elif kind == 'zip':
       yield 'design', Part('zip', path)
-    elif os.path.isfile(path) and tarfile.is_tarfile(path):
-      yield from _tar_parts(path)
     else:
-      raise IngestError(f'{path}: --redbook path is not a folder, a weekly tar or a USD<number>-<date>.ZIP'
-                        + ('' if os.path.exists(path) else ' (it does not exist)'))
+      yield from _tar_parts(path)
 
 
 def open_part(part: Part) -> ImageSource:

@@ -9,11 +9,12 @@ import os
 import shutil
 
 from designclip_jax.data.ingest.captions import CaptionTable
-from designclip_jax.data.ingest.csv_rows import check_inputs, read_rows, resolve_csvs
+from designclip_jax.data.ingest.csv_rows import check_csv_layout, check_inputs, read_rows, resolve_csvs
 from designclip_jax.data.ingest.drawings import init_worker, process_row
 from designclip_jax.data.ingest.errors import IngestError, worker_died
 from designclip_jax.data.ingest.finish import finish
 from designclip_jax.data.ingest.redbook_rows import plan, redbook_rows, scan, write_patents
+from designclip_jax.data.ingest.sources import check_redbook_inputs
 from designclip_jax.data.ingest.splits import FAMILY_RULE, ID_RULE, LIST_RULE, read_split_lists
 from designclip_jax.data.ingest.writer import (FORMAT_VERSION, ROWS_PER_SHARD, BlockWriter, block_metas, done_blocks,
                                                prepare_output, publish_shards)
@@ -87,7 +88,10 @@ def ingest_redbook(paths: list[str], out: str, *, csv_pattern: str | None = None
   """Build (or finish building) the data set under ``out`` from USPTO Red Book design grants (weekly tars,
   folders of grant ZIPs, per-patent folders), with IMPACT captions from ``csv_pattern`` where it has the
   patent; also writes ``patents.jsonl``. Returns the summary, as ``ingest``."""
+  check_redbook_inputs(paths)
   csv_paths = resolve_csvs(csv_pattern) if csv_pattern else []
+  for path in csv_paths:
+    check_csv_layout(path)
   split_lists = read_split_lists(split_files) if split_files else None
   settings = {'format': FORMAT_VERSION, 'redbook': [_fingerprint(p) for p in paths],
               'csv_files': [_fingerprint(p) for p in csv_paths], 'image_size': image_size,

@@ -69,7 +69,7 @@ class Grant:
 
   def json(self, family_id: str) -> dict:
     """The patents.jsonl object."""
-    return {'id': self.patent_id, 'title': self.title, 'grant_date': self.grant_date,
+    return {'id': self.patent_id, 'title': self.title, 'claim': self.claim, 'grant_date': self.grant_date,
             'filing_date': self.filing_date, 'locarno': self.locarno, 'locarno_edition': self.locarno_edition,
             'uspc': self.uspc, 'family': self.family, 'family_id': family_id, 'priority': self.priority,
             'cited_by_examiner': self.cited_by_examiner, 'cited_by_applicant': self.cited_by_applicant}

@@ -39,7 +39,7 @@ def compiled_step(clip_cfg, batch, micro, allocate=False):
     am = nnx.eval_shape(spec.build)
     ao = nnx.eval_shape(lambda: nnx.Optimizer(spec.build(), tx, wrt=nnx.Param))
     model_state, opt_state = nnx.state(am), nnx.state(ao)
-  step = jit_train_step(am, ao, mesh, LAMBDAS, micro)
+  step = jit_train_step(am, ao, mesh, LAMBDAS, micro, pixel_normalization='clip')
   host = common.batch(clip_cfg, batch)
   if allocate:
     return step, model_state, opt_state, sharding.host_local_to_global(host, mesh)

@@ -19,15 +19,28 @@ CONFIGS = {
 
 
 def batch(clip_cfg, n, seed=0):
+  """A random training batch as data.pipeline ships it (pipeline.batch_shapes: uint8 grey drawings, which the
+  train step normalises)."""
+  from designclip_jax.data.pipeline import batch_shapes
   rng = np.random.default_rng(seed)
   size, length = clip_cfg.vision.image_size, clip_cfg.text.context_length
   tokens = rng.integers(2, clip_cfg.text.vocab_size - 1, (n, length)).astype(np.int32)
   tokens[:, 0] = 0
   tokens[np.arange(n), rng.integers(4, length, n)] = clip_cfg.text.eos_token_id
-  return {'image': rng.standard_normal((n, size, size, 3), dtype=np.float32),
-          'view': rng.standard_normal((n, size, size, 3), dtype=np.float32), 'tokens': tokens,
-          'label': rng.integers(0, 33, n).astype(np.int32), 'weight': np.ones(n, np.float32),
-          'record': np.arange(n, dtype=np.int32)}
+  drawings = lambda: rng.integers(0, 256, (n, size, size, 1), dtype=np.uint8)
+  out = {'image': drawings(), 'view': drawings(), 'tokens': tokens,
+         'label': rng.integers(0, 33, n).astype(np.int32), 'weight': np.ones(n, np.float32),
+         'record': np.arange(n, dtype=np.int32), 'view_ids': rng.integers(0, 7, (n, 2)).astype(np.int32)}
+  expected = batch_shapes(n, size, length)
+  assert {k: (v.shape, v.dtype) for k, v in out.items()} == {k: (s, np.dtype(d)) for k, (s, d) in expected.items()}
+  return out
+
+
+def model_pixels(drawings, normalization='clip'):
+  """uint8 grey drawings -> the float32 RGB (N, H, W, 3) that the towers take (for calls of the towers
+  themselves, and for PyTorch)."""
+  from designclip_jax.data.images import normalize
+  return normalize(drawings, normalization)
 
 
 def torch_clip(clip_cfg):

@@ -33,6 +33,7 @@ def main():
     cfg = preset('RN50') if resnet else common.CONFIGS[name][0]
     n = args.resnet_batch if resnet else args.batch
     b = common.batch(cfg, n)
+    b['image'] = common.model_pixels(b['image'])  # the towers themselves, as PyTorch's: float RGB
     graphdef, state = nnx.split(CLIP(cfg, rngs=nnx.Rngs(0)))
     enc_img = jax.jit(lambda s, x: nnx.merge(graphdef, s).encode_image(x))
     enc_txt = jax.jit(lambda s, x: nnx.merge(graphdef, s).encode_text(x))

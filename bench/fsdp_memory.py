@@ -36,7 +36,8 @@ def jit_train_step(clip_cfg, batch, data, fsdp, dtype, remat):
   spec = ModelSpec(clip=clip_cfg, num_classes=33, tokenizer_dir='', dtype=dtype, remat=remat)
   mesh = sharding.make_mesh(data, fsdp, devices=jax.devices()[:data * fsdp])
   host = common.batch(clip_cfg, batch)
-  compiled = lower_step(spec.build, make_optimizer(train_cfg), mesh, LAMBDAS, host).compile()
+  compiled = lower_step(spec.build, make_optimizer(train_cfg), mesh, LAMBDAS, host,
+                        pixel_normalization='clip').compile()
   return compiled, sum(v.nbytes for v in host.values()) / (data * fsdp)
 
 

@@ -67,7 +67,7 @@ def step_throughput(preset_name, batch, remat, steps, peak, model_flops=None):
   spec = ModelSpec(clip=preset(preset_name), num_classes=33, tokenizer_dir='', dtype='bfloat16', remat=remat)
   mesh = sharding.make_mesh(-1, 1)
   am, ao, ms, os_ = init_state(spec.build, make_optimizer(cfg), mesh)
-  step = jit_train_step(am, ao, mesh, (1.0, 0.1, 0.2))
+  step = jit_train_step(am, ao, mesh, (1.0, 0.1, 0.2), pixel_normalization='clip')
   gb = sharding.host_local_to_global(common.batch(spec.clip, batch), mesh)
   t0 = time.perf_counter()
   compiled = step.fn.lower(ms, os_, gb).compile()  # run this executable: jit's own cache would compile again

@@ -1,61 +1,68 @@
-"""Grain training-pipeline throughput on this machine: examples/s and images/s (2 drawings per example)
-for worker counts 0 and 2 and model image sizes 64 and 224, and examples per CPU-second (user + system
-over the process and its workers: the per-core rate, whatever else the machine runs).
+"""Can one TPU host's CPUs feed its chips? The Grain training pipeline's examples per CPU-second at the model's
+image size, drawings shipped as uint8 grey (now) and as float32 RGB (before), with 0, 1, 2 worker processes; where
+an example's CPU time goes; and, for every shipped config on its target topology, the cores the pipeline needs per
+host at the AOT samples/s bound against the host's vCPUs.
 
-    python bench/pipeline_throughput.py [--data DATA_DIR] [--batches 30]
+    python bench/pipeline_throughput.py [--data DATA_DIR] [--workers 0 1 2] [--batches 20] [--json out.json]
 
-Without --data it uses (and if needed builds) the embedded synthetic set of configs/synthetic_tiny.py.
+CPU time is user + system of this process and its live Grain workers (psutil), so the rate is per core whatever
+else the machine runs; wall rates are printed beside it but mean little on a shared machine. "Before" is the old
+path reproduced here, not an old commit: the same TrainTransform, then its uint8 drawings turned into float32 RGB
+inside the workers (data.images.normalize, the arithmetic of the removed images.to_model_input of fa74598), so
+they cross processes as before. Both run side by side in one process, alternating, so the machine's load hits both.
+
+Without --data it uses (and if needed builds, once) the synthetic set stored at 256 px, as the IMPACT configs ingest
+(--image-size 256 in their docstrings).
 """
 
 import argparse
+import cProfile
+import datetime
+import json
+import os
+import platform
+import pstats
+import sys
 import time
 
+import numpy as np
 import psutil
-
 from absl import flags
 
-
-def main():
-  parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
-  parser.add_argument('--data', default='')
-  parser.add_argument('--batches', type=int, default=30)
-  parser.add_argument('--batch-size', type=int, default=64)
-  args = parser.parse_args()
-  flags.FLAGS.mark_as_parsed()  # Grain workers read absl flags
-
-  from designclip_jax.data import pipeline
-  from designclip_jax.data.prepare import ensure_dataset
-  from designclip_jax.data.tokenizer import Tokenizer
-  from designclip_jax.train.config import base_config
-
-  cfg = base_config().data
-  cfg.dir = args.data
-  cfg.context_length = 48
-  data_dir = ensure_dataset(cfg)
-  tokenizer = Tokenizer.from_pretrained(pipeline.tokenizer_dir(data_dir), 48)
-  rows = []
-  for size in (64, 224):
-    for workers in (0, 2):
-      opts = pipeline.TrainOptions(image_size=size, global_batch=args.batch_size, worker_count=workers)
-      it = iter(pipeline.train_dataset(data_dir, opts, tokenizer))
-      for _ in range(3):  # warm-up: worker start, first reads
-        next(it)
-      cpu_start, start = _tree_cpu(), time.perf_counter()
-      for _ in range(args.batches):
-        next(it)
-      elapsed, cpu = time.perf_counter() - start, _tree_cpu() - cpu_start
-      examples = args.batches * args.batch_size
-      rows.append((size, workers, examples / elapsed, 2 * examples / elapsed, examples / cpu))
-      del it
-  print(f'data: {data_dir}\n')
-  print('| image size | workers | examples/s | images/s | examples per CPU-s |')
-  print('|---|---|---|---|---|')
-  for size, workers, ex, im, per_cpu in rows:
-    print(f'| {size} | {workers} | {ex:.0f} | {im:.0f} | {per_cpu:.0f} |')
+# where each shipped config trains (config.hardware) and its AOT samples/s bound: bench/RESULTS.md, "Every config
+# on its target" (libtpu 0.0.42.1, 2026-11-29); --aot-report replaces a bound with a newer aot --output JSON
+AOT_BOUNDS = {('impact_vitb16', 'v4:2x2x4'): 19_010, ('impact_rn50', 'v4:2x2x4'): 48_480,
+              ('impact_vitl14', 'v4:2x4x4'): 7_013, ('impact_vitb16', 'v5e:4x4'): 13_605}
+CONFIGS = ('impact_vitb16', 'impact_rn50', 'impact_vitl14')
+# TPU VM hosts: chips and vCPUs per host (Google Cloud documentation)
+HOSTS = {
+    'v4': [dict(machine='ct4p-hightpu-4t', chips=4, vcpus=240,
+                source='chips: docs.cloud.google.com/tpu/docs/v4 (v4-32 = 2x2x4 = 16 chips on 4 hosts) and GKE '
+                       'machine type ct4p-hightpu-4t; vCPUs: 240 as given in the project brief, not found in the '
+                       'documentation pages searchable here')],
+    'v5e': [dict(machine='ct5lp-hightpu-4t', chips=4, vcpus=112, source='docs.cloud.google.com/tpu/docs/v5e (VM types)'),
+            dict(machine='ct5lp-hightpu-8t', chips=8, vcpus=224, source='docs.cloud.google.com/tpu/docs/v5e (VM types)')],
+    'v5p': [dict(machine='v5p host', chips=4, vcpus=208,
+                 source='docs.cloud.google.com/tpu/docs/v5p-training (VM, host and slice properties; half the vCPUs '
+                        'with NUMA binding)')],
+}
 
 
-def _tree_cpu() -> float:
-  """User + system seconds of this process and its live workers."""
+class FloatRGB:
+  """The old path: the transform's example with its drawings as float32 RGB, made in the worker."""
+
+  def __init__(self, transform, normalization):
+    self.transform, self.normalization = transform, normalization
+
+  def __call__(self, index):
+    from designclip_jax.data.images import normalize  # pylint: disable=import-outside-toplevel
+    example = self.transform(index)
+    return {**example, 'image': normalize(example['image'], self.normalization),
+            'view': normalize(example['view'], self.normalization)}
+
+
+def tree_cpu() -> float:
+  """User + system seconds of this process and its live children (Grain workers)."""
   total = 0.0
   for p in [psutil.Process()] + psutil.Process().children(recursive=True):
     try:
@@ -64,6 +71,191 @@ def _tree_cpu() -> float:
     except psutil.NoSuchProcess:
       pass
   return total
+
+
+def measure(transform, opts, batches: int) -> dict:
+  from designclip_jax.data import pipeline  # pylint: disable=import-outside-toplevel
+  it = iter(pipeline.batched(transform, opts))
+  for _ in range(3):  # warm-up: worker start, first reads
+    batch = next(it)
+  cpu0, wall0 = tree_cpu(), time.perf_counter()
+  for _ in range(batches):
+    next(it)
+  cpu, wall = tree_cpu() - cpu0, time.perf_counter() - wall0
+  it.close()
+  examples = batches * opts.global_batch
+  return {'examples_per_cpu_second': examples / cpu, 'examples_per_second': examples / wall,
+          'bytes_per_example': sum(v.nbytes for v in batch.values()) / opts.global_batch,
+          'image_dtype': str(batch['image'].dtype), 'image_shape': list(batch['image'].shape[1:])}
+
+
+STAGES = {  # a profiled function (file suffix, name) -> the stage of TrainTransform.__call__ it is
+    ('pipeline.py', 'draw_record'): 'draw a record (class-aware sampler)',
+    ('data_sources/base.py', '__getitem__'): 'read the record (ArrayRecord + TFDS parse of every view)',
+    ('images.py', 'decode_png'): 'decode 2 PNGs',
+    ('pipeline.py', '_augment'): 'augment: crop + resize (PIL BOX)',
+    ('images.py', 'fit'): 'fit to size (uint8, one channel)',
+    ('tokenizer.py', '__call__'): 'tokenise the caption',
+}
+
+
+def profile(transform, examples: int) -> dict:
+  """cProfile of TrainTransform over ``examples`` examples in this process, timed by this process's CPU clock (wall
+  time would count the machine's other jobs): each stage's share."""
+  profiler = cProfile.Profile(time.process_time)
+  profiler.enable()
+  for k in range(examples):
+    transform(k)
+  profiler.disable()
+  stats = pstats.Stats(profiler).stats
+  total = sum(tt for (_, _, _), (_, _, tt, _, _) in stats.items())
+  shares = {}
+  for (path, _, name), (_, _, _, cumulative, _) in stats.items():
+    for (suffix, func), stage in STAGES.items():
+      if name == func and path.endswith(suffix):
+        shares[stage] = shares.get(stage, 0.0) + cumulative
+  out = {stage: {'ms_per_example': 1e3 * t / examples, 'share': t / total} for stage, t in shares.items()}
+  rest = total - sum(shares.values())
+  out['rest (the transform itself, RNG, dicts)'] = {'ms_per_example': 1e3 * rest / examples, 'share': rest / total}
+  out['total'] = {'ms_per_example': 1e3 * total / examples, 'share': 1.0}
+  return out
+
+
+def load_config(name: str):
+  import importlib.util  # pylint: disable=import-outside-toplevel
+  path = os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', 'configs', f'{name}.py')
+  spec = importlib.util.spec_from_file_location(name, path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config()
+
+
+def host_rows(rate: float, aot_bounds: dict) -> list:
+  """Per shipped config on its target (and the other topologies of bench/RESULTS.md): samples/s per host at the
+  AOT bound, the cores the pipeline needs for it at ``rate`` examples per CPU-second, the host's vCPUs."""
+  from designclip_jax.aot.topology import chip_of  # pylint: disable=import-outside-toplevel
+  rows = []
+  for (name, topology), bound in aot_bounds.items():
+    config = load_config(name)
+    chips = int(np.prod([int(d) for d in topology.split(':')[1].split('x')]))
+    generation = topology.split(':')[0]
+    for host in HOSTS[generation]:
+      per_host = bound * host['chips'] / chips
+      cores = per_host / rate
+      rows.append({'config': name, 'topology': topology, 'target': topology == config.hardware,
+                   'chip': chip_of(topology).name, 'chips': chips, 'machine': host['machine'],
+                   'chips_per_host': host['chips'], 'hosts': chips // host['chips'], 'aot_samples_per_s': bound,
+                   'samples_per_s_per_host': per_host, 'cores_needed': cores, 'host_vcpus': host['vcpus'],
+                   'headroom': host['vcpus'] / cores, 'data_worker_count': config.data.worker_count,
+                   'host_source': host['source']})
+  return rows
+
+
+def machine() -> dict:
+  model = next((line.split(':', 1)[1].strip() for line in open('/proc/cpuinfo') if line.startswith('model name')),
+               platform.processor())
+  return {'host': platform.node(), 'cpu': model, 'cpus': os.cpu_count(), 'python': platform.python_version(),
+          'load_average_1min': os.getloadavg()[0],
+          'date': datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+  parser.add_argument('--data', default='', help='an ingested data set (default: the synthetic set at 256 px)')
+  parser.add_argument('--image-size', type=int, default=224)
+  parser.add_argument('--workers', type=int, nargs='+', default=[0, 1, 2])
+  parser.add_argument('--batches', type=int, default=20)
+  parser.add_argument('--batch-size', type=int, default=64)
+  parser.add_argument('--rounds', type=int, default=1, help='repeat before/after pairs; the median is reported')
+  parser.add_argument('--profile-examples', type=int, default=300, help='0: no profile')
+  parser.add_argument('--aot-report', nargs='*', default=[],
+                      help='python -m designclip_jax.aot --output JSONs whose samples/s bounds replace the table')
+  parser.add_argument('--json', default='', help='also write every number here')
+  args = parser.parse_args()
+  flags.FLAGS.mark_as_parsed()  # Grain workers read absl flags
+
+  from designclip_jax.data import pipeline  # pylint: disable=import-outside-toplevel
+  from designclip_jax.data.prepare import ensure_dataset  # pylint: disable=import-outside-toplevel
+  from designclip_jax.data.tokenizer import Tokenizer  # pylint: disable=import-outside-toplevel
+  from designclip_jax.train.config import base_config  # pylint: disable=import-outside-toplevel
+
+  data_cfg = base_config().data
+  data_cfg.dir, data_cfg.stored_image_size = args.data, 256
+  data_dir = ensure_dataset(data_cfg)
+  tokenizer = Tokenizer.from_pretrained(pipeline.tokenizer_dir(data_dir), 77)
+  started = machine()
+
+  rates = []
+  for workers in args.workers:
+    opts = pipeline.TrainOptions(image_size=args.image_size, global_batch=args.batch_size, worker_count=workers)
+    transform = pipeline.TrainTransform(data_dir, opts, tokenizer)
+    paths = {'float32 RGB (before)': FloatRGB(transform, 'clip'), 'uint8 grey (now)': transform}
+    runs = {name: [] for name in paths}
+    for _ in range(args.rounds):
+      for name, fn in paths.items():
+        runs[name].append(measure(fn, opts, args.batches))
+    for name, got in runs.items():
+      median = lambda key: float(np.median([g[key] for g in got]))
+      rates.append({'path': name, 'workers': workers, 'examples_per_cpu_second': median('examples_per_cpu_second'),
+                    'examples_per_second': median('examples_per_second'), **{k: got[0][k] for k in (
+                        'bytes_per_example', 'image_dtype', 'image_shape')}})
+
+  stages = {}
+  if args.profile_examples:
+    opts = pipeline.TrainOptions(image_size=args.image_size, global_batch=args.batch_size)
+    stages = profile(pipeline.TrainTransform(data_dir, opts, tokenizer), args.profile_examples)
+
+  bounds = dict(AOT_BOUNDS)
+  for path in args.aot_report:
+    with open(path) as f:
+      report = json.load(f)
+    name = os.path.splitext(report['config_name'])[0]
+    bounds[(name, report['topology'])] = report['roofline']['samples_per_second']
+  now = [r for r in rates if r['path'].startswith('uint8')]
+  feeding = max(now, key=lambda r: r['workers'])  # the configs run Grain workers (data.worker_count = 8)
+  hosts = host_rows(feeding['examples_per_cpu_second'], bounds)
+
+  result = {'command': ' '.join([os.path.basename(sys.executable)] + sys.argv), 'machine': started,
+            'load_average_1min_end': os.getloadavg()[0], 'data': data_dir, 'image_size': args.image_size,
+            'batch_size': args.batch_size, 'batches': args.batches, 'rounds': args.rounds, 'rates': rates,
+            'profile_examples': args.profile_examples, 'stages': stages,
+            'host_rate': {'workers': feeding['workers'], 'examples_per_cpu_second': feeding['examples_per_cpu_second']},
+            'hosts': hosts}
+  print_tables(result)
+  if args.json:
+    with open(args.json, 'w') as f:
+      json.dump(result, f, indent=1)
+
+
+def print_tables(r: dict) -> None:
+  m = r['machine']
+  print(f"machine: {m['host']} ({m['cpus']} CPUs, {m['cpu']}), {m['date']}, load average {m['load_average_1min']:.1f}"
+        f" -> {r['load_average_1min_end']:.1f}; command: {r['command']}\ndata: {r['data']}\n")
+  print(f"Training pipeline at {r['image_size']} px, batches of {r['batch_size']}, {r['batches']} batches after 3 "
+        'warm-up (median of {} rounds)\n'.format(r['rounds']))
+  print('| drawings shipped as | workers | bytes per example | examples per CPU-second | examples/s (wall) |')
+  print('|---|---|---|---|---|')
+  for x in r['rates']:
+    print(f"| {x['path']} | {x['workers']} | {x['bytes_per_example']:,.0f} | {x['examples_per_cpu_second']:,.0f} | "
+          f"{x['examples_per_second']:,.0f} |")
+  if r['stages']:
+    print(f"\nWhere an example's CPU time goes (cProfile, {r['profile_examples']} examples in one process; "
+          'profiling overhead included)\n')
+    print('| stage | ms per example | share |')
+    print('|---|---|---|')
+    for stage, x in r['stages'].items():
+      print(f"| {stage} | {x['ms_per_example']:.2f} | {100 * x['share']:.0f}% |")
+  h = r['host_rate']
+  print(f"\nFeeding the chips: cores the pipeline needs per TPU host at the AOT samples/s bound, at "
+        f"{h['examples_per_cpu_second']:,.0f} examples per CPU-second (uint8, {h['workers']} workers, this machine)\n")
+  print('| config | topology | host | hosts | AOT samples/s ≤ | per host | cores needed | host vCPUs | headroom |')
+  print('|---|---|---|---|---|---|---|---|---|')
+  for x in r['hosts']:
+    where = x['topology'] + (' (target)' if x['target'] else '')
+    print(f"| {x['config']} | {where} | {x['machine']} ({x['chips_per_host']} chips) | {x['hosts']} | "
+          f"{x['aot_samples_per_s']:,.0f} | {x['samples_per_s_per_host']:,.0f} | {x['cores_needed']:.1f} | "
+          f"{x['host_vcpus']} | {x['headroom']:.1f}x |")
+  print('\nhost sources: ' + '; '.join(sorted({f"{x['machine']}: {x['host_source']}" for x in r['hosts']})))
 
 
 if __name__ == '__main__':

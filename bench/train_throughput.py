@@ -38,7 +38,7 @@ def jax_step(clip_cfg, n):
   spec = ModelSpec(clip=clip_cfg, num_classes=33, tokenizer_dir='', head='linear')
   mesh = sharding.make_mesh(1, 1, devices=jax.devices()[:1])
   am, ao, ms, os_ = init_state(spec.build, make_optimizer(train_cfg), mesh)
-  step = jit_train_step(am, ao, mesh, LAMBDAS)
+  step = jit_train_step(am, ao, mesh, LAMBDAS, pixel_normalization='clip')
   gb = sharding.host_local_to_global(common.batch(clip_cfg, n), mesh)
   flops = common.flops_of(step.fn.lower(ms, os_, gb).compile())
   state = {'m': ms, 'o': os_}
@@ -55,7 +55,7 @@ def torch_step(clip_cfg, n, compile_=False):
   model = common.torch_clip(clip_cfg)
   opt = torch.optim.AdamW(model.parameters(), lr=1e-4, betas=(0.9, 0.98), eps=1e-6, weight_decay=0.2)
   b = common.batch(clip_cfg, n)
-  pixels = torch.from_numpy(b['image'].transpose(0, 3, 1, 2).copy())
+  pixels = torch.from_numpy(common.model_pixels(b['image']).transpose(0, 3, 1, 2).copy())
   ids = torch.from_numpy(b['tokens'].astype('int64'))
 
   def step():

@@ -3,12 +3,14 @@
 import ast
 import csv
 import hashlib
+import io
 import json
 import os
 import shutil
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from designclip_jax.data import images as image_ops
 from designclip_jax.data import ingest, pipeline, synthetic
@@ -245,8 +247,9 @@ def test_batch_fields_pairs_and_weights(synthetic_data):
   batches, _ = _batches(data_dir, _options(pair_strategy='random', beta_loss=1.0), 4)
   table = pipeline.class_table(data_dir)
   f = np.array(table['train_counts']) / sum(table['train_counts'])
+  shapes = pipeline.batch_shapes(8, 32, 32)  # what the AOT compile and the benchmarks build batches from
   for b in batches:
-    assert b['image'].shape == (8, 32, 32, 3) and b['tokens'].shape == (8, 32)
+    assert {k: (v.shape, v.dtype) for k, v in b.items()} == {k: (s, np.dtype(d)) for k, (s, d) in shapes.items()}
     np.testing.assert_allclose(b['weight'], 1 / f[b['label']], rtol=1e-5)
     assert np.all(b['tokens'][:, 0] == 0) and np.all((b['tokens'] == 1).any(axis=1))
 
@@ -258,3 +261,21 @@ def test_trained_tokenizer_layout(synthetic_data):
   assert ids.shape == (2, 32) and ids.dtype == np.int32
   assert ids[0, 0] == 0 and ids[0, -1] == tok.eos_token_id == 1
   assert ids[1, -1] == 1 and (ids[1, 1:-1] != 1).all()  # truncated: EOS kept last
+
+
+def test_drawings_ship_as_their_grey_pixels(synthetic_data):
+  """Without augmentation an example's drawings are the stored PNGs' pixels, area-resized to the model's size
+  (PIL's BOX filter, the reference), uint8 with one channel: no normalisation on the host."""
+  _, _, data_dir = synthetic_data
+  opts = _options(augment=False, pair_strategy='random')
+  transform = pipeline.TrainTransform(data_dir, opts, _tokenizer(data_dir))
+  source = pipeline.open_split(data_dir, 'train')
+  for k in range(6):
+    example = transform(k)
+    record = source[int(example['record'])]
+    resized = [np.asarray(Image.open(io.BytesIO(png)).convert('L').resize((32, 32), Image.Resampling.BOX))
+               for png in record['images']]
+    for key, view in zip(('image', 'view'), example['view_ids']):
+      assert example[key].dtype == np.uint8 and example[key].shape == (32, 32, 1)
+      # one of the record's drawings of that view (a patent may hold two of one view)
+      assert any(np.array_equal(example[key][..., 0], r) for r, v in zip(resized, record['views']) if v == view)

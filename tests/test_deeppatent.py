@@ -98,8 +98,8 @@ def test_deeppatent_tree_scores_like_the_official_code_on_saved_embeddings(deepp
     paths, labels = _list(deeppatent_tree / 'data' / list_name)
     np.testing.assert_array_equal(saved[f'{key}_labels'], labels)
     np.testing.assert_array_equal(saved[f'{key}_paths'], paths)
-    pixels = np.stack([image_ops.to_model_input(image_ops.preprocess_sheet(Image.open(deeppatent_tree / p), 32), 32,
-                                                normalization) for p in paths])
+    sheets = [image_ops.fit(image_ops.preprocess_sheet(Image.open(deeppatent_tree / p), 32), 32) for p in paths]
+    pixels = image_ops.normalize(np.stack(sheets), normalization)
     np.testing.assert_allclose(saved[key], np.asarray(clip.encode_image(pixels)), atol=2e-5)
 
   # the protocol: every query against the whole DB, relevant = same label, as the official code scores it

@@ -143,7 +143,7 @@ def test_logit_scale_clamped_after_the_update_can_come_back_down(micro_batches):
   from designclip_jax import sharding
   from designclip_jax.train import step as train_step
   from designclip_jax.train.config import base_config
-  from tests.test_sharding import _batch, _spec  # the same model and optimizer: the init compiles once
+  from tests.test_sharding import PIXELS, _batch, _spec  # the same model and optimizer: the init compiles once
   mesh = sharding.make_mesh(1, 1, devices=jax.devices()[:1])
   cfg = base_config().train
   cfg.learning_rate, cfg.warmup_steps, cfg.steps = 1e-3, 0, 10
@@ -152,7 +152,8 @@ def test_logit_scale_clamped_after_the_update_can_come_back_down(micro_batches):
   cap = np.float32(losses.MAX_LOGIT_SCALE)
   scale = model_state['clip']['logit_scale']
   scale[...] = jax.device_put(cap, scale[...].sharding)
-  step = train_step.jit_train_step(abstract_model, abstract_opt, mesh, (0.0, 0.0, 1.0), micro_batches)
+  step = train_step.jit_train_step(abstract_model, abstract_opt, mesh, (0.0, 0.0, 1.0), micro_batches,
+                                   pixel_normalization=PIXELS)
   batch = _batch()
   scales, temperatures = [], []
   for view in (batch['image'], np.roll(batch['image'], 1, axis=0)):

@@ -17,6 +17,7 @@ from designclip_jax.train.config import base_config
 from designclip_jax.weights.model_spec import ModelSpec
 
 MESHES = [(1, 1), (8, 1), (1, 8), (2, 4)]
+PIXELS = 'clip'  # the pixel normalisation of every step here
 
 
 def _spec(tower='vit'):
@@ -35,8 +36,9 @@ def _batch(n=16):
   tokens[:, 6] = 1
   record = np.arange(n, dtype=np.int32)
   record[3] = record[9]  # a duplicate record across device shards
-  return dict(image=rng.normal(size=(n, 32, 32, 3)).astype(np.float32),
-              view=rng.normal(size=(n, 32, 32, 3)).astype(np.float32), tokens=tokens,
+  # drawings as data.pipeline ships them, uint8 grey; spread as the N(0, 1) floats of the old float batch were
+  drawings = lambda: np.clip(rng.normal(118, 69, (n, 32, 32, 1)), 0, 255).astype(np.uint8)
+  return dict(image=drawings(), view=drawings(), tokens=tokens,
               label=rng.integers(0, 33, n).astype(np.int32), weight=rng.uniform(0.3, 3, n).astype(np.float32),
               record=record)
 
@@ -58,11 +60,12 @@ def _run(mesh_shape, lambdas, tower='vit'):
   def grads_of(model_state, batch):
     model = nnx.merge(graphdef, model_state)
     model.train()  # as the train step does: ResNet 'batch' BatchNorm then normalises with batch statistics
-    (loss, terms), grads = nnx.value_and_grad(train_step.forward_loss, has_aux=True)(model, batch, lambdas, mesh)
+    inputs = train_step.model_inputs(batch, PIXELS)
+    (loss, terms), grads = nnx.value_and_grad(train_step.forward_loss, has_aux=True)(model, inputs, lambdas, mesh)
     return loss, terms, grads
 
   loss, terms, grads = jax.device_get(grads_of(model_state, batch))
-  compiled = train_step.jit_train_step(abstract_model, abstract_opt, mesh, lambdas)
+  compiled = train_step.jit_train_step(abstract_model, abstract_opt, mesh, lambdas, pixel_normalization=PIXELS)
   model_state, opt_state, _ = compiled(model_state, opt_state, batch)
   sharded_leaves = [x for x in jax.tree.leaves(model_state) if not x.sharding.is_fully_replicated]
   return float(loss), terms, nnx.to_pure_dict(grads), jax.device_get(nnx.to_pure_dict(model_state)), sharded_leaves
@@ -133,7 +136,8 @@ def _run_accumulated(mesh_shape, lambdas, micro_batches, tower='vit'):
   cfg.learning_rate, cfg.warmup_steps, cfg.steps = 1e-3, 0, 10
   tx = train_step.make_optimizer(cfg)
   abstract_model, abstract_opt, model_state, opt_state = train_step.init_state(_spec(tower).build, tx, mesh)
-  compiled = train_step.jit_train_step(abstract_model, abstract_opt, mesh, lambdas, micro_batches)
+  compiled = train_step.jit_train_step(abstract_model, abstract_opt, mesh, lambdas, micro_batches,
+                                       pixel_normalization=PIXELS)
   model_state, _, metrics = compiled(model_state, opt_state, sharding.host_local_to_global(_batch(), mesh))
   metrics = jax.device_get(metrics)
   return float(metrics['loss']), metrics, jax.device_get(nnx.to_pure_dict(model_state))
@@ -153,7 +157,7 @@ def _compiled(mesh_shape):
   spec = dataclasses.replace(_spec(), dtype='bfloat16', remat=True)
   batch = _batch(MEMORY_BATCH)
   tx = train_step.make_optimizer(base_config().train)
-  compiled = train_step.lower_step(spec.build, tx, mesh, (1.0, 0.1, 0.2), batch).compile()
+  compiled = train_step.lower_step(spec.build, tx, mesh, (1.0, 0.1, 0.2), batch, pixel_normalization=PIXELS).compile()
   batch_bytes = sum(v.nbytes for v in batch.values()) / mesh.size
   return compiled.memory_analysis(), sharding.hlo_collectives(compiled.as_text()), batch_bytes
 

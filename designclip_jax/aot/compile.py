@@ -15,6 +15,7 @@ from flax import nnx
 from designclip_jax import sharding
 from designclip_jax.aot.report import Report, advice, collectives, roofline
 from designclip_jax.aot.topology import GIB, AotError, chip_of, host_memory_bytes, make_mesh, topology_devices
+from designclip_jax.data import pipeline
 from designclip_jax.data.classes import NUM_CLASSES
 from designclip_jax.models import preset
 from designclip_jax.train.step import jit_train_step, make_optimizer
@@ -42,13 +43,8 @@ def model_spec(model_cfg) -> ModelSpec:
 
 
 def abstract_batch(spec: ModelSpec, global_batch: int, mesh) -> dict:
-  """The training batch the data pipeline feeds (data.pipeline.TrainTransform), as sharded shapes."""
-  size, length = spec.clip.vision.image_size, spec.clip.text.context_length
-  shapes = {'image': ((global_batch, size, size, 3), jnp.float32),
-            'view': ((global_batch, size, size, 3), jnp.float32),
-            'tokens': ((global_batch, length), jnp.int32), 'label': ((global_batch,), jnp.int32),
-            'weight': ((global_batch,), jnp.float32), 'record': ((global_batch,), jnp.int32),
-            'view_ids': ((global_batch, 2), jnp.int32)}
+  """The training batch the data pipeline feeds (data.pipeline.batch_shapes), as sharded shapes."""
+  shapes = pipeline.batch_shapes(global_batch, spec.clip.vision.image_size, spec.clip.text.context_length)
   placed = sharding.batch_sharding(mesh)
   return {k: jax.ShapeDtypeStruct(shape, dtype, sharding=placed) for k, (shape, dtype) in shapes.items()}
 
@@ -93,7 +89,8 @@ def compile_config(config, topology: str | None = None, config_name: str = '') -
   tx = make_optimizer(tc)
   abstract_model = nnx.eval_shape(lambda: spec.build(tc.seed))
   abstract_opt = nnx.eval_shape(lambda: nnx.Optimizer(spec.build(tc.seed), tx, wrt=nnx.Param))
-  step = jit_train_step(abstract_model, abstract_opt, mesh, lambdas, micro)
+  step = jit_train_step(abstract_model, abstract_opt, mesh, lambdas, micro,
+                        pixel_normalization=config.model.pixel_normalization)
   model_state = sharding.with_shardings(nnx.state(abstract_model), step.model_sharding)
   opt_state = sharding.with_shardings(nnx.state(abstract_opt), step.opt_sharding)
   batch = abstract_batch(spec, n, mesh)
@@ -137,7 +134,8 @@ def compile_config(config, topology: str | None = None, config_name: str = '') -
       # XLA's cost analysis counts a while loop's body once, whatever its trip count, so the micro-batch
       # loops are undercounted: use the one-pass step's FLOPs (lowered, not compiled), which GradCache
       # exceeds by one extra forward pass of the towers
-      one_pass = jit_train_step(abstract_model, abstract_opt, mesh, lambdas, 1)
+      one_pass = jit_train_step(abstract_model, abstract_opt, mesh, lambdas, 1,
+                                pixel_normalization=config.model.pixel_normalization)
       flops = _cost(one_pass.fn.lower(model_state, opt_state, batch)).get('flops', flops)
       notes.append(f'train.micro_batches={micro}: FLOPs are those of the single-pass step (a lower bound; '
                    'GradCache adds one forward pass of the towers)')

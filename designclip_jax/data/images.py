@@ -115,16 +115,34 @@ def decode_png(data: bytes) -> np.ndarray:
 # ink -> -2, for towers trained from scratch: under 'clip' normalisation the white background is a
 # large constant that makes every drawing embed alike at initialisation and stalls contrastive
 # learning (the synthetic_tiny loss sat at ln(batch) for 100+ steps; with 'sketch' it falls at once).
-PIXEL_NORMALIZATIONS = ('clip', 'sketch')
+# Each is (mean, std) per RGB channel of pixels scaled to [0, 1].
+PIXEL_STATS = {
+    'clip': (CLIP_MEAN, CLIP_STD),
+    'sketch': (np.full(3, 1.0, np.float32), np.full(3, 0.5, np.float32)),
+}
+PIXEL_NORMALIZATIONS = tuple(PIXEL_STATS)
 
 
-def to_model_input(gray: np.ndarray, size: int, normalization: str = 'clip') -> np.ndarray:
-  """uint8 (h, w) drawing -> float32 (size, size, 3) normalised pixels."""
+def check_normalization(normalization: str) -> str:
+  if normalization not in PIXEL_STATS:
+    raise ValueError(f'pixel normalization {normalization!r} is not one of {PIXEL_NORMALIZATIONS}')
+  return normalization
+
+
+def fit(gray: np.ndarray, size: int) -> np.ndarray:
+  """uint8 (h, w) drawing -> uint8 (size, size, 1): the one grey channel the pipeline ships (drawings are
+  1-bit line art; normalisation and the RGB repeat happen on the device, see ``normalize``)."""
   if gray.shape != (size, size):
     gray = np.asarray(Image.fromarray(gray).resize((size, size), Image.Resampling.BOX))
-  x = gray.astype(np.float32)[..., None] / 255.0
-  if normalization == 'clip':
-    return (x - CLIP_MEAN) / CLIP_STD
-  if normalization == 'sketch':
-    return np.repeat((x - 1.0) / 0.5, 3, axis=-1)
-  raise ValueError(f'pixel normalization {normalization!r} is not one of {PIXEL_NORMALIZATIONS}')
+  return gray[..., None]
+
+
+def normalize(pixels, normalization: str):
+  """uint8 (..., 1) grey pixels -> float32 (..., 3) model input. NumPy or JAX arrays alike (only array
+  methods and broadcasting against the per-channel statistics, which repeats the channel): the jitted train
+  step and eval embedding call it on the device."""
+  mean, std = PIXEL_STATS[check_normalization(normalization)]
+  if pixels.dtype != np.uint8 or pixels.shape[-1:] != (1,):
+    raise TypeError(f'pixels must be uint8 with one grey channel last (as data.pipeline ships them), '
+                    f'got {pixels.dtype} {tuple(pixels.shape)}')
+  return (pixels.astype(np.float32) / np.float32(255.0) - mean) / std

@@ -109,6 +109,17 @@ def record_index(data_dir: str, split: str) -> RecordIndex:
                        z['family'])
 
 
+def batch_shapes(global_batch: int, image_size: int, context_length: int) -> dict:
+  """Shape and dtype of every field of a training batch, as ``TrainTransform`` makes them: the one
+  description the ahead-of-time compile and the benchmarks build their batches from. Drawings travel as
+  uint8 with one grey channel (a quarter of float32's bytes per channel, a twelfth of float32 RGB) between
+  Grain workers and to the devices; the train step normalises them (``data.images.normalize``)."""
+  n = global_batch
+  return {'image': ((n, image_size, image_size, 1), np.uint8), 'view': ((n, image_size, image_size, 1), np.uint8),
+          'tokens': ((n, context_length), np.int32), 'label': ((n,), np.int32), 'weight': ((n,), np.float32),
+          'record': ((n,), np.int32), 'view_ids': ((n, 2), np.int32)}
+
+
 @dataclasses.dataclass(frozen=True)
 class TrainOptions:
   image_size: int
@@ -121,7 +132,6 @@ class TrainOptions:
   process_index: int = 0
   process_count: int = 1
   worker_count: int = 0
-  pixel_normalization: str = 'clip'
 
   def __post_init__(self):
     if self.pair_strategy not in PAIR_STRATEGIES:
@@ -167,7 +177,7 @@ class TrainTransform:
     def pixels(i):
       gray = image_ops.decode_png(record['images'][i])
       gray = _augment(gray, size, rng) if self.opts.augment else gray
-      return image_ops.to_model_input(gray, size, self.opts.pixel_normalization)
+      return image_ops.fit(gray, size)
 
     caption = record['caption']
     caption = caption.decode() if isinstance(caption, bytes) else caption
@@ -200,9 +210,14 @@ class TrainTransform:
 
 def train_dataset(data_dir: str, opts: TrainOptions, tokenizer, *, start_step: int = 0, num_steps: int = 2 ** 40):
   """An IterDataset of host-local batches (dicts of numpy arrays with leading dim global_batch / processes)."""
+  return batched(TrainTransform(data_dir, opts, tokenizer), opts, start_step=start_step, num_steps=num_steps)
+
+
+def batched(transform, opts: TrainOptions, *, start_step: int = 0, num_steps: int = 2 ** 40):
+  """Host-local batches of ``transform(local example index)``, run in ``opts.worker_count`` Grain processes (it
+  must pickle): the training stream, or a variant of it that a benchmark measures the same way."""
   import grain  # pylint: disable=import-outside-toplevel
-  transform = TrainTransform(data_dir, opts, tokenizer)
-  local = transform.local_batch
+  local = opts.global_batch // opts.process_count
   ds = grain.MapDataset.range(start_step * local, num_steps * local).map(transform).batch(local, drop_remainder=True)
   it_ds = ds.to_iter_dataset(grain.ReadOptions(num_threads=0 if opts.worker_count else 2, prefetch_buffer_size=2))
   if opts.worker_count:

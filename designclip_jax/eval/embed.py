@@ -11,6 +11,7 @@ padded to the fixed batch size.
 
 from __future__ import annotations
 
+import functools
 from typing import Callable, Sequence
 
 import jax
@@ -31,13 +32,20 @@ class EmbeddingInterrupted(Exception):
   """``interrupt()`` asked to stop (a preemption notice): every process stops at the same batch."""
 
 
+def _apply(graphdef, method: str, state, x, pixel_normalization: str | None = None):
+  if pixel_normalization is not None:  # drawings arrive as uint8 grey (N, H, W, 1): normalised on the devices
+    x = image_ops.normalize(x, pixel_normalization)
+  return getattr(nnx.merge(graphdef, state), method)(x)
+
+
 def _tower(graphdef, method: str):
-  """``method`` of the model (encode_image / encode_text) jitted once per graph definition. Found by
-  equality, not hashing: a graph definition may hold unhashable config values (lists read from JSON)."""
+  """``method`` of the model (encode_image / encode_text) jitted once per graph definition (and once per pixel
+  normalisation, a static argument). Found by equality, not hashing: a graph definition may hold unhashable
+  config values (lists read from JSON)."""
   for known, known_method, fn in _TOWERS:
     if known_method == method and known == graphdef:
       return fn
-  fn = jax.jit(lambda state, x: getattr(nnx.merge(graphdef, state), method)(x))
+  fn = jax.jit(functools.partial(_apply, graphdef, method), static_argnames='pixel_normalization')
   _TOWERS.append((graphdef, method, fn))
   del _TOWERS[:-16]
   return fn
@@ -66,6 +74,7 @@ def _mesh_of(state) -> jax.sharding.Mesh:
 
 
 def _embed(clip, method: str, n: int, prepare_rows: Callable[[Sequence[int]], np.ndarray], *, batch_size: int,
+           pixel_normalization: str | None = None,
            desc: str, progress: bool, interrupt: Callable[[], bool] | None = None) -> np.ndarray:
   """(n, D) float32 embeddings; ``prepare_rows(indices)`` gives the model inputs of those items.
   ``interrupt()`` is asked before every batch, by every process (so it may agree across processes), and a True
@@ -94,7 +103,8 @@ def _embed(clip, method: str, n: int, prepare_rows: Callable[[Sequence[int]], np
     x = prepare_rows(mine) if len(mine) else example[:0]
     if len(mine) < local:  # the last batch: pad to the compiled shape
       x = np.concatenate([x, np.zeros((local - len(mine),) + example.shape[1:], example.dtype)])
-    outputs.append(fn(state, jax.make_array_from_process_local_data(rows_sharding, x)))
+    outputs.append(fn(state, jax.make_array_from_process_local_data(rows_sharding, x),
+                      pixel_normalization=pixel_normalization))
     bar.update(min(global_batch, n - b0))
   bar.close()
   if jax.process_count() > 1:
@@ -107,14 +117,15 @@ def embed_images(clip, pngs: Sequence[bytes], *, batch_size: int = 128, progress
                  interrupt: Callable[[], bool] | None = None) -> np.ndarray:
   """Drawings -> (N, D) float32 image embeddings (un-normalised). ``pngs`` is any random-access sequence
   (read item by item); by default its items are PNG bytes of preprocessed drawings, and ``load`` turns
-  other items (e.g. file paths) into uint8 grayscale arrays."""
+  other items (e.g. file paths) into uint8 grayscale arrays. Drawings go to the devices as uint8 grey and are
+  normalised there, as in training."""
   size = clip.config.vision.image_size
+  image_ops.check_normalization(normalization)
   load = load or image_ops.decode_png
   # reading and decoding run in threads (map_in_threads), in order: the host's share of a batch at once
-  prepare = lambda idx: np.stack(map_in_threads(lambda i: image_ops.to_model_input(load(pngs[i]), size,
-                                                                                   normalization), idx))
+  prepare = lambda idx: np.stack(map_in_threads(lambda i: image_ops.fit(load(pngs[i]), size), idx))
   return _embed(clip, 'encode_image', len(pngs), prepare, batch_size=batch_size, desc='embed images',
-                progress=progress, interrupt=interrupt)
+                pixel_normalization=normalization, progress=progress, interrupt=interrupt)
 
 
 def embed_texts(clip, tokenizer, texts: Sequence[str], *, batch_size: int = 256, progress: bool = True,

@@ -118,7 +118,8 @@ def _step_flops(step_fn, abstract_model, abstract_opt, mesh, lambdas, micro, mod
   step's first call finds it in JAX's cache). With micro-batches XLA counts a loop body once, so the single-pass
   step's FLOPs are used, as the AOT report does (a lower bound: GradCache adds a forward pass)."""
   if micro > 1:
-    single = jit_train_step(abstract_model, abstract_opt, mesh, lambdas, 1)
+    single = jit_train_step(abstract_model, abstract_opt, mesh, lambdas, 1,
+                            pixel_normalization=step_fn.pixel_normalization)
     return monitor.compiled_flops(single.fn.lower(model_state, opt_state, batch))
   return monitor.compiled_flops(step_fn.fn.lower(model_state, opt_state, batch).compile())
 
@@ -177,7 +178,8 @@ def train_and_evaluate(config, workdir: str) -> dict:
                      f'x train.micro_batches={micro}, and by the {jax.process_count()} processes')
   tx = make_optimizer(tc)
   abstract_model, abstract_opt, model_state, opt_state = init_state(lambda: spec.build(tc.seed), tx, mesh)
-  step_fn = jit_train_step(abstract_model, abstract_opt, mesh, lambdas, micro)
+  step_fn = jit_train_step(abstract_model, abstract_opt, mesh, lambdas, micro,
+                           pixel_normalization=spec.pixel_normalization)
   if init_tensors is not None:
     model_state = _load_pretrained_towers(model_state, step_fn.model_sharding, spec, init_tensors)
     del init_tensors
@@ -196,7 +198,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
       image_size=spec.clip.vision.image_size, global_batch=tc.global_batch, seed=tc.seed,
       beta_sample=lc.beta_sample, beta_loss=lc.beta_loss, pair_strategy=config.data.pair_strategy,
       augment=config.data.augment, process_index=jax.process_index(), process_count=jax.process_count(),
-      worker_count=config.data.worker_count, pixel_normalization=spec.pixel_normalization)
+      worker_count=config.data.worker_count)
   # The stream is a function of the global step: resuming from the step, not from a saved iterator state (whose
   # shape depends on data.worker_count), lets a run resume with other worker or process counts.
   iterator = iter(pipeline.train_dataset(data_dir, opts, tokenizer, start_step=start))
@@ -228,7 +230,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
                                                       model_state, opt_state, batch), tc.global_batch)
           run.write(performance=throughput.describe())
           if jax.process_index() == 0:
-            print('measured per step: ' + '; '.join(f'{k}: {v}' for k, v in throughput.describe().items()), flush=True)
+            print(f'per step: {throughput.summary()}', flush=True)
           began = time.perf_counter() - waited  # compiling is not a step
         profiler.before(step + 1)
         model_state, opt_state, metrics = step_fn(model_state, opt_state, batch)
@@ -250,6 +252,8 @@ def train_and_evaluate(config, workdir: str) -> dict:
           bar.set_postfix({k: f'{v:.3g}' for k, v in line.items() if k in ('loss', 'examples_per_sec')})
         stopped = preemption.reached()  # every process, after every step
         if tc.eval_every and step % tc.eval_every == 0 and not stopped:
+          if jax.process_index() == 0:
+            bar.write(f'step {step}: evaluating on {config.eval.periodic_split} ({", ".join(config.eval.periodic_tasks)})')
           try:
             scores = evaluate(config.eval.periodic_split, config.eval.periodic_tasks, progress=False)
             line.update({f'val/{k}': v for k, v in scores.items() if isinstance(v, float)})

@@ -12,6 +12,7 @@ from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 from designclip_jax import losses, sharding
+from designclip_jax.data import images as image_ops
 from designclip_jax.models.designclip import DesignCLIP
 
 _DECAYED = {'kernel', 'patch_embedding', 'token_embedding'}  # not biases, norms, positions, logit scale
@@ -78,6 +79,13 @@ def loss_terms(outputs, batch, logit_scale, lambdas, mesh):
   if lambdas[2]:
     terms['mvcl'] = global_contrastive_loss(outputs['image'], outputs['view'], batch['record'], w, logit_scale, mesh)
   return terms
+
+
+def model_inputs(batch, pixel_normalization: str):
+  """The batch as the towers take it: drawings arrive as the pipeline ships them, uint8 grey (N, H, W, 1), and
+  are normalised to float32 RGB here, on the devices (data.images.normalize)."""
+  return {**batch, 'image': image_ops.normalize(batch['image'], pixel_normalization),
+          'view': image_ops.normalize(batch['view'], pixel_normalization)}
 
 
 def forward_loss(model: DesignCLIP, batch, lambdas, mesh):
@@ -181,12 +189,17 @@ class JittedTrainStep:
   model_sharding: object
   opt_sharding: object
   fn: Callable
+  pixel_normalization: str  # how the step normalises the uint8 drawings it takes
 
   def __call__(self, model_state, opt_state, batch):
     return self.fn(model_state, opt_state, batch)
 
 
-def jit_train_step(abstract_model, abstract_opt, mesh, lambdas, micro_batches: int = 1) -> JittedTrainStep:
+def jit_train_step(abstract_model, abstract_opt, mesh, lambdas, micro_batches: int = 1, *,
+                   pixel_normalization: str) -> JittedTrainStep:
+  """The step takes batches as data.pipeline ships them (``pipeline.batch_shapes``): uint8 drawings, normalised
+  inside by ``pixel_normalization`` (data.images.PIXEL_NORMALIZATIONS)."""
+  image_ops.check_normalization(pixel_normalization)
   model_graph, model_state = nnx.split(abstract_model)
   opt_graph, opt_state = nnx.split(abstract_opt)
   model_sharding = sharding.state_shardings(model_state, mesh)
@@ -195,6 +208,7 @@ def jit_train_step(abstract_model, abstract_opt, mesh, lambdas, micro_batches: i
   def pure_step(model_state, opt_state, batch):
     model = nnx.merge(model_graph, model_state)
     optimizer = nnx.merge(opt_graph, opt_state)
+    batch = model_inputs(batch, pixel_normalization)
     with sharding.activation_sharding(mesh):  # activations split by rows only: FSDP shards just the state
       if micro_batches > 1:
         metrics = accumulated_train_step(model, optimizer, batch, lambdas=lambdas, mesh=mesh,
@@ -205,14 +219,16 @@ def jit_train_step(abstract_model, abstract_opt, mesh, lambdas, micro_batches: i
 
   fn = jax.jit(pure_step, in_shardings=(model_sharding, opt_sharding, sharding.batch_sharding(mesh)),
                out_shardings=(model_sharding, opt_sharding, sharding.replicated(mesh)), donate_argnums=(0, 1))
-  return JittedTrainStep(model_graph, opt_graph, model_sharding, opt_sharding, fn)
+  return JittedTrainStep(model_graph, opt_graph, model_sharding, opt_sharding, fn, pixel_normalization)
 
 
-def lower_step(make_model: Callable[[], DesignCLIP], tx, mesh, lambdas, batch_shapes: dict, micro_batches: int = 1):
+def lower_step(make_model: Callable[[], DesignCLIP], tx, mesh, lambdas, batch_shapes: dict, micro_batches: int = 1, *,
+               pixel_normalization: str):
   """The jitted train step lowered from shapes alone (nothing allocated); ``.compile()`` then gives XLA's
   memory and cost analysis of the real step on ``mesh`` (whose devices may be abstract)."""
   abstract_model, abstract_opt = _abstract_state(make_model, tx)
-  step = jit_train_step(abstract_model, abstract_opt, mesh, lambdas, micro_batches)
+  step = jit_train_step(abstract_model, abstract_opt, mesh, lambdas, micro_batches,
+                        pixel_normalization=pixel_normalization)
   rows = sharding.batch_sharding(mesh)
   batch = {k: jax.ShapeDtypeStruct(v.shape, v.dtype, sharding=rows) for k, v in batch_shapes.items()}
   return step.fn.lower(nnx.state(abstract_model), nnx.state(abstract_opt), batch)

@@ -11,6 +11,7 @@ import shutil
 import signal
 import struct
 import subprocess
+import sys
 import threading
 import time
 
@@ -52,7 +53,8 @@ def _tensorboard_events(folder):
 
 def test_each_step_is_logged_once_after_a_crash_and_a_resume(synthetic_data, tmp_path, monkeypatch):
   """A run killed after logging steps past its last checkpoint repeats those steps when resumed: their first
-  lines go, from metrics.jsonl and (TensorBoard's purge at the resumed step) from TensorBoard."""
+  lines go (and a line the kill cut short), from metrics.jsonl and (TensorBoard's purge at the resumed step)
+  from TensorBoard."""
   _, _, data_dir = synthetic_data
 
   def crash(index, local):
@@ -65,6 +67,8 @@ def test_each_step_is_logged_once_after_a_crash_and_a_resume(synthetic_data, tmp
   with pytest.raises(RuntimeError, match='killed'):
     loop.train_and_evaluate(config, str(tmp_path))
   assert [line['step'] for line in _lines(tmp_path)] == [1, 2, 3, 4]
+  with open(tmp_path / 'metrics.jsonl', 'a') as f:
+    f.write('{"step": 5, "lo')  # and a line the kill cut short
   BatchRecorder(monkeypatch)
   loop.train_and_evaluate(config, str(tmp_path))
   lines = _lines(tmp_path)
@@ -152,26 +156,26 @@ def _tower_matmul_flops(c, examples: int) -> float:
 def test_step_time_leaves_evaluation_out_counts_the_data_wait_and_gives_flops(synthetic_data, tmp_path, monkeypatch):
   _, _, data_dir = synthetic_data
   real_dataset, real_evaluate = pipeline.train_dataset, runner.evaluate
-  monkeypatch.setattr(pipeline, 'train_dataset', lambda *a, **k: _SlowBatches(iter(real_dataset(*a, **k)), 0.3))
+  monkeypatch.setattr(pipeline, 'train_dataset', lambda *a, **k: _SlowBatches(iter(real_dataset(*a, **k)), 0.2))
 
   def slow_evaluate(*args, **kwargs):
-    time.sleep(8.0)
+    time.sleep(3.0)
     return real_evaluate(*args, **kwargs)
 
   monkeypatch.setattr(runner, 'evaluate', slow_evaluate)
   v5e = accelerators.CHIPS['v5e']  # CPU devices have no known peak: pretend, to check the MFU arithmetic
   monkeypatch.setattr(monitor, 'chip_of_device', lambda device: v5e)
-  config = micro_config(data_dir, steps=6, log_every=2, eval_every=2, checkpoint_every=100)
+  config = micro_config(data_dir, steps=3, log_every=1, eval_every=2, checkpoint_every=100)
   config.eval.periodic_tasks = ('zero_shot',)
   loop.train_and_evaluate(config, str(tmp_path))
 
-  lines = [line for line in _lines(tmp_path) if 'loss' in line]
-  assert [line['step'] for line in lines] == [2, 4, 6] and all('val/top1' in line for line in lines)
+  lines = _lines(tmp_path)
+  assert [line['step'] for line in lines] == [1, 2, 3] and 'val/top1' in lines[1]
   performance = json.loads((tmp_path / 'provenance.json').read_text())['starts'][0]['performance']
   flops = performance['flops_per_device_per_step']
   for line in lines:
-    # each window of two steps follows an 8 s evaluation (but the first): counted, a step would take > 4 s
-    assert 0.3 <= line['data_wait_s'] < line['step_time_s'] < 4.0, line
+    # step 3 follows the 3 s evaluation: counted, it would take longer than that
+    assert 0.2 <= line['data_wait_s'] < line['step_time_s'] < 3.0, line
     assert line['examples_per_sec'] == pytest.approx(config.train.global_batch / line['step_time_s'])
     assert line['tflops_per_device'] * 1e12 * line['step_time_s'] == pytest.approx(flops, rel=1e-6)
     assert line['mfu'] == pytest.approx(flops / line['step_time_s'] / v5e.bf16_flops, rel=1e-6)
@@ -251,3 +255,50 @@ def test_a_config_is_compared_without_the_settings_each_host_sets_for_itself():
   flat = provenance.flat_config({'train': {'steps': 8, 'x': (1, 2)}, 'data': {'worker_count': 3, 'dir': 'd'},
                                  'distributed': {'process_id': 1}})
   assert flat == {'train.steps': 8, 'train.x': [1, 2], 'data.dir': 'd'}
+
+
+@pytest.mark.slow
+def test_two_processes_stop_a_periodic_evaluation_together_when_one_gets_sigterm(synthetic_data, tmp_path):
+  """Process 1 alone is signalled while both evaluate: they agree (JAX's preemption sync point, asked before every
+  embedding batch) to stop at the same batch, save the step they reached and exit 75. Had the evaluation run to its
+  end, the agreed stop would have come after the next step, and that step would be the one saved."""
+  from tests.processes import free_port
+  _, _, data_dir = synthetic_data
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  workdir, port = tmp_path / 'run', free_port()
+  env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=2', JAX_PLATFORMS='cpu')
+  logs = [tmp_path / f'process{i}.log' for i in range(2)]
+  procs = []
+  try:
+    for i in range(2):
+      with open(logs[i], 'w') as log:
+        procs.append(subprocess.Popen(
+            [sys.executable, '-m', 'designclip_jax.train', '--config', f'{root}/tests/train_helpers.py:{data_dir}',
+             '--workdir', str(workdir), '--config.train.steps=1000', '--config.train.checkpoint_every=1000',
+             '--config.train.eval_every=2', "--config.eval.periodic_tasks=('zero_shot','image_retrieval','linear_probe')",
+             '--config.eval.batch_size=4', '--config.distributed.enabled=True',
+             f'--config.distributed.coordinator_address=127.0.0.1:{port}', '--config.distributed.num_processes=2',
+             f'--config.distributed.process_id={i}'],
+            cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True))
+    deadline = time.monotonic() + 300
+    while 'step 2: evaluating' not in logs[0].read_text():
+      assert time.monotonic() < deadline and all(p.poll() is None for p in procs), logs[0].read_text()[-3000:]
+      time.sleep(0.1)
+    time.sleep(1.0)  # into the evaluation's embedding batches
+    os.killpg(procs[1].pid, signal.SIGTERM)
+    signalled = time.monotonic()
+    for p in procs:
+      p.wait(timeout=max(1, deadline - time.monotonic()))
+    stopped_after = time.monotonic() - signalled
+  finally:
+    for p in procs:
+      if p.poll() is None:
+        os.killpg(p.pid, signal.SIGKILL)
+  outputs = [log.read_text() for log in logs]
+  assert [p.returncode for p in procs] == [loop.PREEMPTED_EXIT_CODE] * 2, outputs[1][-3000:]
+  assert all('preempted: saved step 2;' in out for out in outputs), outputs[0][-2000:]
+  mngr = run_checkpoints.manager(str(workdir), keep=None)
+  assert mngr.all_steps() == [2]
+  mngr.close()
+  assert not any('val/top1' in line for line in _lines(workdir))
+  assert stopped_after < 30, stopped_after

@@ -36,7 +36,7 @@ class MetricWriter:
     self.path = workdir / 'metrics.jsonl'
     self.local = not paths.is_url(workdir)
     old = self.path.read_text().splitlines(keepends=True) if self.path.exists() else []
-    self.lines = [line for line in old if line.strip() and json.loads(line)['step'] <= resumed_step]
+    self.lines = [line for line in old if _logged_step(line) <= resumed_step]
     if len(self.lines) != len(old):
       self.path.write_text(''.join(self.lines))
     self.jsonl = self.path.open('a') if self.local else None
@@ -67,6 +67,14 @@ class MetricWriter:
       if self.local:
         self.jsonl.close()
       self.tb.close()
+
+
+def _logged_step(line: str) -> float:
+  """The step of a metrics.jsonl line; infinity for a line a killed process left unfinished (dropped)."""
+  try:
+    return json.loads(line)['step']
+  except (ValueError, KeyError, TypeError):
+    return float('inf')
 
 
 def compiled_flops(compiled) -> float | None:
@@ -121,6 +129,15 @@ class Throughput:
             'mfu': 'measured' if self.chip and self.flops else f'not computed: no peak FLOP/s known for {kind!r}',
             'device_memory_peak': 'measured' if self.memory_known else
                                   f'not available: {kind!r} devices keep no memory statistics'}
+
+  def summary(self) -> str:
+    """One line for the log: what each logged step will report."""
+    d = self.describe()
+    flops = f'{self.flops:.4g} FLOPs per device per step (compiled step)' if self.flops else 'FLOPs unknown'
+    mfu = (f'MFU against {self.chip.name} bf16 peak {self.chip.bf16_flops / 1e12:g} TFLOP/s' if d['mfu'] == 'measured'
+           else f'MFU {d["mfu"]}')
+    memory = 'device memory peak measured' if self.memory_known else f'device memory peak {d["device_memory_peak"]}'
+    return f'{flops}; {mfu}; {memory}'
 
   def metrics(self, step_seconds: float, wait_seconds: float) -> tuple[dict, dict | None]:
     """(scalars for process 0's line, per-host lists or None with one process)."""

@@ -7,6 +7,7 @@
     python -m designclip_jax.eval --embeddings emb.npz --task image_retrieval --output scores.json
     python -m designclip_jax.eval --embeddings feats.npz --deeppatent DEEPPATENT_ROOT --split test --output dp.json
     python -m designclip_jax.eval --embeddings classes.npz --task image_retrieval --leave-one-out
+    python -m designclip_jax.eval --checkpoint C --data REDBOOK_DATA --task prior_art --output prior_art.json
 
 A checkpoint is a training workdir (model.json + Orbax checkpoints; the newest step is used) or a
 Hugging Face CLIP directory (config.json + model.safetensors + tokenizer files) or an OpenAI-format
@@ -18,6 +19,9 @@ item; DeepPatent: query_paths names them). --embeddings with --deeppatent takes 
 matched to the list files by image path (keys query_paths + query, gallery_paths + gallery, or paths +
 embeddings), labels from the lists. --leave-one-out: the query set is the gallery (an .npz with gallery and
 gallery_labels only, or queries that are the gallery's first rows), each query's own row left out.
+--task prior_art: examiners' citations as relevance judgments on a data set ingested with --redbook (eval/prior_art_cli.py
+says how; --citations examiner|all, --split names the queries' split or all; --embeddings E.npz rescores what its
+--save-embeddings wrote).
 With DESIGNCLIP_DISTRIBUTED=1 every process of a multi-host job embeds a share; process 0 reports.
 """
 
@@ -129,7 +133,9 @@ def score_embeddings(path: str, tasks, args) -> dict:
 def parse_args(argv):
   p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0], epilog=__doc__.split('\n\n', 1)[1],
                               formatter_class=argparse.RawDescriptionHelpFormatter)
-  p.add_argument('--task', nargs='+', default=['all'], choices=list(runner.TASKS) + ['all'])
+  p.add_argument('--task', nargs='+', default=['all'], choices=list(runner.TASKS) + ['all', 'prior_art'])
+  p.add_argument('--citations', choices=('examiner', 'all'), default='examiner',
+                 help="prior_art: the examiner's citations, or the applicant's too")
   src = p.add_mutually_exclusive_group(required=True)
   src.add_argument('--checkpoint', help='training workdir, HF CLIP directory or OpenAI-format checkpoint '
                    '(.pt/.bin/.safetensors)')
@@ -154,6 +160,10 @@ def parse_args(argv):
   p.add_argument('--pairs-seed', type=int, default=0)
   p.add_argument('--template', nargs='+', default=[runner.DEFAULT_TEMPLATE],
                  help='zero-shot prompt template(s) with {} for the class name; several are averaged')
+  p.add_argument('--label', choices=('uspc', 'locarno'),
+                 help="classes for zero-shot, the linear probe and per-class tables: USPC design classes or Locarno "
+                 "classes (records without a Locarno code left out, counted); default: the training run's data.label "
+                 "(its model.json), else uspc")
   p.add_argument('--batch-size', type=int, default=128)
   p.add_argument('--output', help='flat format: write the metrics as JSON here; clip_benchmark format: the '
                  'folder for one JSON per model and task')
@@ -181,6 +191,8 @@ def _check_usage(args, tasks):
     raise UsageError(f'--deeppatent scores image_retrieval only, not {sorted(other)}')
   if args.deeppatent and (args.plots or args.per_class):  # both read our data set's class table and records
     raise UsageError('--plots and --per-class apply to --data, not --deeppatent')
+  if args.label and not args.data:
+    raise UsageError('--label names the classes of a --data set; --embeddings and --deeppatent bring their own labels')
   if args.skip_missing and not args.deeppatent:
     raise UsageError('--skip-missing applies to --deeppatent')
   if args.save_embeddings and not (args.checkpoint and 'image_retrieval' in tasks):
@@ -191,9 +203,23 @@ def _check_usage(args, tasks):
     raise UsageError(f'--pairs must be at least 1, got {args.pairs}')
 
 
+def _label_scheme(args, paths) -> str:
+  """--label, else the label scheme the training runs among ``paths`` were trained on (model.json), else uspc."""
+  from etils import epath  # pylint: disable=import-outside-toplevel
+  from designclip_jax.weights.model_spec import SPEC_FILE, ModelSpec  # pylint: disable=import-outside-toplevel
+  if args.label:
+    return args.label
+  trained = {ModelSpec.load(p).label for p in paths if epath.Path(p, SPEC_FILE).is_file()}
+  if len(trained) > 1:
+    raise UsageError(f'the runs were trained on different label schemes ({", ".join(sorted(trained))}): give --label')
+  return trained.pop() if trained else 'uspc'
+
+
 def _evaluate_checkpoints(args, tasks):
   """{model label: scores} for --checkpoint/--compare on --data or --deeppatent, plus plots."""
   from designclip_jax.weights.loader import load_model  # pylint: disable=import-outside-toplevel
+  paths = [args.checkpoint] if args.checkpoint else args.compare
+  label = _label_scheme(args, paths)
   if args.data:
     from designclip_jax.data import pipeline  # pylint: disable=import-outside-toplevel
     pipeline.dataset_dir(args.data)  # clear error if it is not an ingested data set
@@ -203,7 +229,7 @@ def _evaluate_checkpoints(args, tasks):
       raise UsageError(f'{args.data} is not a complete ingested data set ({e}); run python -m '
                        'designclip_jax.data.ingest') from e
   results, per_class, grids, test_counts = {}, {}, {}, None
-  for path in ([args.checkpoint] if args.checkpoint else args.compare):
+  for path in paths:
     clip, tokenizer, normalization = load_model(path)
     name = runner.model_label(path)
     if args.deeppatent:
@@ -216,7 +242,7 @@ def _evaluate_checkpoints(args, tasks):
       continue
     scores = runner.evaluate(clip, tokenizer, args.data, args.split, tasks, batch_size=args.batch_size,
                              template=tuple(args.template), keep_arrays=True, pixel_normalization=normalization,
-                             pairs=args.pairs, pairs_seed=args.pairs_seed)
+                             pairs=args.pairs, pairs_seed=args.pairs_seed, label=label)
     arrays = scores.pop('_arrays')
     if 'per_query_ap' in arrays:
       scores['per_query_ap'] = _json_list(arrays['per_query_ap'])
@@ -232,9 +258,9 @@ def _evaluate_checkpoints(args, tasks):
                                              gallery_labels=r['gallery_ids']))
   if _reporting():
     if args.plots:
-      _write_plots(args, per_class, grids)
+      _write_plots(args, per_class, grids, label)
     if args.per_class and per_class:
-      runner.print_per_class(per_class, pipeline.class_table(args.data), test_counts)
+      runner.print_per_class(per_class, pipeline.label_table(args.data, label), test_counts)
   return results
 
 
@@ -289,6 +315,9 @@ def _write_outputs(args, results, tasks, dataset):
 
 
 def run(args) -> dict:
+  if 'prior_art' in args.task:
+    from designclip_jax.eval import prior_art_cli  # pylint: disable=import-outside-toplevel
+    return prior_art_cli.run(args)
   tasks = list(runner.TASKS) if 'all' in args.task else list(dict.fromkeys(args.task))
   if args.deeppatent:
     tasks = ['image_retrieval']
@@ -310,12 +339,12 @@ def run(args) -> dict:
   return results
 
 
-def _write_plots(args, per_class, grids):
+def _write_plots(args, per_class, grids, label):
   from designclip_jax.data import pipeline  # pylint: disable=import-outside-toplevel
   from designclip_jax.eval import plots  # pylint: disable=import-outside-toplevel
   folder = os.path.dirname(os.path.abspath(args.output)) if args.output else os.getcwd()
   os.makedirs(folder, exist_ok=True)
-  table = pipeline.class_table(args.data)
+  table = pipeline.label_table(args.data, label)
   if per_class:
     print('wrote', plots.long_tail(per_class, table['train_counts'], table['codes'],
                                    os.path.join(folder, 'long_tail.png')))

@@ -57,7 +57,10 @@ class BM25(Scorer):
   """``texts`` (P,): each patent's title and claim."""
 
   def __init__(self, texts):
-    import bm25s  # pylint: disable=import-outside-toplevel
+    try:
+      import bm25s  # pylint: disable=import-outside-toplevel
+    except ImportError:
+      raise ValueError("the BM25 baseline needs bm25s: pip install -e '.[prior_art]'") from None
     tokens = bm25s.tokenize(list(texts), stopwords='en', show_progress=False)
     self.index = bm25s.BM25(k1=1.5, b=0.75, method='lucene')
     self.index.index(tokens, show_progress=False)

@@ -136,7 +136,7 @@ def main():
   parser.add_argument('--batches', type=int, default=20, help='pipeline_throughput.py --batches')
   parser.add_argument('--patents', type=int, default=1000, help='ingest_scale.py size')
   parser.add_argument('--root', default=os.path.join(tempfile.gettempdir(), 'allocators_bench'))
-  parser.add_argument('--json', help='also write every run here (after each round)')
+  parser.add_argument('--json', help='also write every run here (after each)')
   args = parser.parse_args()
 
   libs = {}
@@ -172,11 +172,10 @@ def main():
                      'load_after': os.getloadavg()[0], 'wall_s': time.perf_counter() - start, **result})
         print(f'round {r} {bench:8s} {name:8s} load {load:.1f}->{runs[-1]["load_after"]:.1f} '
               f'{runs[-1]["wall_s"]:.0f} s: ' + ', '.join(f'{k} {v:.3g}' for k, v in result.items()), flush=True)
-
+        if args.json:
+          with open(args.json, 'w') as f:
+            json.dump({'runs': runs, 'libraries': libs}, f, indent=1)
     report(runs, names, r + 1)  # after every round: a long run can be stopped with a full table
-    if args.json:
-      with open(args.json, 'w') as f:
-        json.dump({'runs': runs, 'libraries': libs}, f, indent=1)
 
 
 def report(runs, names, rounds):

@@ -15,6 +15,11 @@ def is_url(path) -> bool:
   return '://' in os.fspath(path)
 
 
+def absolute(path) -> str:
+  """A local path made absolute; a URL as given (os.path.abspath would turn gs://bucket/x into ./gs:/bucket/x)."""
+  return os.fspath(path) if is_url(path) else os.path.abspath(path)
+
+
 @contextlib.contextmanager
 def local_folder(folder, names: Iterable[str]) -> Iterator[str]:
   """``folder`` itself when it is local; for a URL, a temporary local folder holding those of ``names`` that

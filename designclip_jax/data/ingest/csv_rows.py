@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import glob
 import os
 import sys
 
@@ -11,15 +10,14 @@ from designclip_jax.data.impact import IMPACT_COLUMNS, RowError, parse_row
 from designclip_jax.data.redbook import patent_number
 from designclip_jax.data.ingest.errors import IngestError
 from designclip_jax.data.ingest.rows import RowItem
-from designclip_jax.data.ingest.sources import check_images, images_location
+from designclip_jax.data.ingest.sources import check_images, images_location, matching_files, open_text
 from designclip_jax.data.ingest.splits import split_of
 
 REQUIRED_COLUMNS = ('id', 'title', 'class', 'file_names', 'fig_desc', 'caption')
 
 
 def resolve_csvs(csv_pattern: str) -> list[str]:
-  paths = sorted(glob.glob(csv_pattern)) if any(c in csv_pattern for c in '*?[') else [csv_pattern]
-  paths = [p for p in paths if os.path.isfile(p)]
+  paths = matching_files(csv_pattern)
   if not paths:
     raise IngestError(f'{csv_pattern}: --csv matches no file')
   return paths
@@ -28,7 +26,7 @@ def resolve_csvs(csv_pattern: str) -> list[str]:
 def check_csv_layout(path: str) -> None:
   """A CSV must have IMPACT's header; anything else is refused before any work is done."""
   try:
-    with open(path, newline='', encoding='utf-8') as f:
+    with open_text(path) as f:
       header = next(csv.reader(f), [])
   except (OSError, UnicodeDecodeError) as e:
     raise IngestError(f'{path}: cannot read the CSV ({e})') from None
@@ -52,7 +50,7 @@ def parse_csv(path: str, csv_index: int, images: str, split_lists: dict[str, str
   """RowItems of one CSV file, duplicates not yet resolved. A row's split: its list's (``split_lists``,
   a row in no list is skipped), else the hash of its id; its family is itself (a CSV has no families)."""
   csv.field_size_limit(sys.maxsize)
-  with open(path, newline='', encoding='utf-8') as f:
+  with open_text(path) as f:
     for i, raw in enumerate(csv.DictReader(f), start=1):
       pid = (raw.get('id') or '').strip()
       item = RowItem(csv_index << 32 | i, path, i, pid, None, [], images, family=pid)

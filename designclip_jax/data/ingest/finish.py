@@ -9,6 +9,7 @@ import json
 import os
 
 import numpy as np
+from etils import epath
 
 from designclip_jax.data.classes import CLASS_CODES, CLASS_NAMES, NUM_CLASSES
 from designclip_jax.data.impact import VIEWS
@@ -47,13 +48,13 @@ def finish(out: str, image_size: int, tokenizer_vocab: int, context_length: int,
   skipped = by_action['skipped']
   for split in SPLITS:
     if ids[split]:
-      np.savez(os.path.join(out, RECORD_INDEX.format(split=split)), patent_id=np.array(ids[split]),
-               label=np.array(labels[split], np.int16),
-               view_offsets=np.concatenate([[0], np.cumsum(np.array(lengths[split], np.int64))]),
-               views=np.array(views[split], np.int8), family=np.array(families[split]),
-               locarno=np.array(locarnos[split]))
+      with epath.Path(out, RECORD_INDEX.format(split=split)).open('wb') as f:
+        np.savez(f, patent_id=np.array(ids[split]), label=np.array(labels[split], np.int16),
+                 view_offsets=np.concatenate([[0], np.cumsum(np.array(lengths[split], np.int64))]),
+                 views=np.array(views[split], np.int8), family=np.array(families[split]),
+                 locarno=np.array(locarnos[split]))
   train_counts = np.bincount(np.array(labels['train'], np.int64), minlength=NUM_CLASSES)
-  with open(os.path.join(out, CLASSES_FILE), 'w') as f:
+  with epath.Path(out, CLASSES_FILE).open('w') as f:
     json.dump({'codes': list(CLASS_CODES), 'names': list(CLASS_NAMES), 'train_counts': train_counts.tolist(),
                'views': list(VIEWS)}, f, indent=1)
   if tokenizer_vocab:

@@ -6,8 +6,11 @@ from __future__ import annotations
 import collections
 import csv
 import dataclasses
+import io
 import os
 import sys
+
+from etils import epath
 
 from designclip_jax.data.layout import REPORT_CSV
 
@@ -26,7 +29,7 @@ class Issue:
 
 
 def write_report(out: str, issues: list[Issue]) -> None:
-  with open(os.path.join(out, REPORT_CSV), 'w', newline='') as f:
+  with io.TextIOWrapper(epath.Path(out, REPORT_CSV).open('wb'), encoding='utf-8', newline='') as f:  # local or gs://
     writer = csv.writer(f)
     writer.writerow(['source', 'row', 'patent_id', 'action', 'reason'])
     writer.writerows([x.source, x.row, x.patent_id, x.action, x.reason] for x in issues)

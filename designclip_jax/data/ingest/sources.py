@@ -1,18 +1,37 @@
 """Where inputs come from: drawings by file name in a folder or a zip archive, wherever IMPACT's layouts
-put them; and the parts of the USPTO's Red Book layout (weekly tars of per-grant ZIPs, folders of those
+put them, and the CSVs, on a local disk or in a bucket (gs://…, through etils.epath); and the parts of the USPTO's Red Book layout (weekly tars of per-grant ZIPs, folders of those
 ZIPs, per-patent folders with the XML beside the sheets), found by name pattern at any depth."""
 
 from __future__ import annotations
 
 import dataclasses
+import glob
 import io
 import os
 import re
 import tarfile
 import zipfile
 
-from designclip_jax.data.ingest.errors import IngestError
+from etils import epath
 
+from designclip_jax.data.ingest.errors import IngestError
+from designclip_jax.paths import is_url
+
+
+def matching_files(pattern: str) -> list[str]:
+  """The files a path or a glob names, sorted (local or gs://…)."""
+  if not any(c in pattern for c in '*?['):
+    return [pattern] if epath.Path(pattern).is_file() else []
+  if not is_url(pattern):
+    return sorted(p for p in glob.glob(pattern) if os.path.isfile(p))
+  scheme, rest = pattern.split('://', 1)
+  bucket, _, inner = rest.partition('/')
+  return sorted(os.fspath(p) for p in epath.Path(f'{scheme}://{bucket}').glob(inner) if p.is_file())
+
+
+def open_text(path: str):
+  """A UTF-8 text file (local or gs://) for the csv module (newline='' as it asks)."""
+  return io.TextIOWrapper(epath.Path(path).open('rb'), encoding='utf-8', newline='')
 
 
 def _candidate_names(name: str) -> list[str]:
@@ -27,14 +46,18 @@ def _candidate_names(name: str) -> list[str]:
 
 
 class ImageSource:
-  """Reads drawings by file name from a directory or a zip archive. Opened once per process (it is
-  never pickled): a zip keeps its handle, a directory is probed by path, so no per-file index of the
-  whole tree is built."""
+  """Reads drawings by file name from a directory or a zip archive, local or in a bucket. Opened once per
+  process (it is never pickled): a zip keeps its handle (a bucket's zip is read by ranges, its central
+  directory once), a directory is probed by path, so no per-file index of the whole tree is built."""
 
   def __init__(self, location: str, data: bytes | None = None):
     self.location = location  # a directory or zip file; with ``data``, the name of that in-memory zip
+    self._file = None  # a bucket zip's open object
     if data is not None:
       self._zip = zipfile.ZipFile(io.BytesIO(data))
+    elif is_url(location) and epath.Path(location).is_file():
+      self._file = epath.Path(location).open('rb')
+      self._zip = zipfile.ZipFile(self._file)
     else:
       self._zip = zipfile.ZipFile(location) if os.path.isfile(location) else None
     self._basenames = None  # zip members by base name, built on the first name not at a standard place
@@ -49,10 +72,10 @@ class ImageSource:
   def read(self, name: str) -> bytes:
     if self._zip is None:
       for candidate in _candidate_names(name):
-        path = os.path.join(self.location, candidate)
-        if os.path.isfile(path):
-          with open(path, 'rb') as f:
-            return f.read()
+        try:  # one request per place in a bucket (no separate existence check)
+          return epath.Path(self.location, candidate).read_bytes()
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+          continue
       raise FileNotFoundError(name)
     members = self._zip.NameToInfo
     member = next((c for c in _candidate_names(name) if c in members), None)
@@ -67,25 +90,27 @@ class ImageSource:
   def close(self):
     if self._zip is not None:
       self._zip.close()
+    if self._file is not None:
+      self._file.close()
 
 
 def images_location(images: str, csv_path: str) -> str:
   """The drawings of one CSV: ``images`` itself, or ``images/<csv stem>.zip`` when ``images`` is a
   directory holding it (IMPACT ships ``2021.csv`` with ``2021.zip``)."""
-  if os.path.isdir(images):
+  if epath.Path(images).is_dir():
     paired = os.path.join(images, os.path.splitext(os.path.basename(csv_path))[0] + '.zip')
-    if os.path.isfile(paired):
+    if epath.Path(paired).is_file():
       return paired
   return images
 
 
 def check_images(location: str) -> None:
-  if os.path.isdir(location):
+  if epath.Path(location).is_dir():
     return
-  if not os.path.exists(location):
+  if not epath.Path(location).exists():
     raise IngestError(f'{location}: --images path does not exist')
   try:
-    with zipfile.ZipFile(location) as zf:
+    with epath.Path(location).open('rb') as f, zipfile.ZipFile(f) as zf:
       zf.infolist()
   except (zipfile.BadZipFile, OSError) as e:
     raise IngestError(f'{location}: not a readable zip file or directory ({e})') from None

@@ -18,6 +18,7 @@ from typing import Callable, Iterable
 import numpy as np
 
 from designclip_jax.data.ingest.errors import IngestError
+from designclip_jax.data.ingest.sources import open_text
 from designclip_jax.data.layout import SPLITS
 from designclip_jax.data.redbook import patent_number
 
@@ -39,10 +40,10 @@ def read_split_lists(split_files: dict[str, str]) -> dict[str, str]:
     if split not in SPLITS:
       raise IngestError(f'{path}: --split-file names split {split!r}; splits are {list(SPLITS)}')
     try:
-      with open(path) as f:
+      with open_text(path) as f:  # local or gs://
         lines = [(n, line.strip()) for n, line in enumerate(f, start=1) if line.strip()]
     except OSError as e:
-      raise IngestError(f'{path}: cannot read the split list ({e.strerror})') from None
+      raise IngestError(f'{path}: cannot read the split list ({e.strerror or e})') from None
     for n, text in lines:
       pid = patent_number(text)
       if not pid:

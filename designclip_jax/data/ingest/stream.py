@@ -6,7 +6,8 @@ again skips the finished blocks; the output does not depend on the worker count.
 from __future__ import annotations
 
 import os
-import shutil
+
+from etils import epath
 
 from designclip_jax.data.ingest.captions import CaptionTable
 from designclip_jax.data.ingest.csv_rows import check_csv_layout, check_inputs, read_rows, resolve_csvs
@@ -20,10 +21,12 @@ from designclip_jax.data.ingest.writer import (FORMAT_VERSION, ROWS_PER_SHARD, B
                                                prepare_output, publish_shards)
 from designclip_jax.data.layout import PATENTS_FILE
 from designclip_jax.data.parallel import WorkerDied, ordered_map
+from designclip_jax.paths import absolute, is_url
 
 
 def _fingerprint(path: str) -> list:
-  return [os.path.abspath(path), os.path.getsize(path) if os.path.isfile(path) else None]
+  where = epath.Path(path)
+  return [absolute(path), where.stat().length if where.is_file() else None]
 
 
 def _write_blocks(items, work: str, workers: int, image_size: int, progress: bool) -> None:
@@ -53,7 +56,7 @@ def _run(out: str, work: str, stages, about_inputs: dict, image_size: int, token
     raise IngestError(f'{e.filename or out}: write failed ({e.strerror or e}); free space and run again to resume') from None
   except WorkerDied as e:
     raise worker_died(e.item.block, f'{e.item.source} row {e.item.row}, {e.item.patent_id}') from None
-  shutil.rmtree(work, ignore_errors=True)
+  epath.Path(work).rmtree(missing_ok=True)
   return summary
 
 
@@ -66,7 +69,7 @@ def ingest(csv_pattern: str, images: str, out: str, *, image_size: int = 256, wo
   csv_paths = check_inputs(csv_pattern, images)
   split_lists = read_split_lists(split_files) if split_files else None
   settings = {'format': FORMAT_VERSION, 'csv_files': [_fingerprint(p) for p in csv_paths],
-              'images': os.path.abspath(images), 'image_size': image_size, 'rows_per_shard': rows_per_shard,
+              'images': absolute(images), 'image_size': image_size, 'rows_per_shard': rows_per_shard,
               'tokenizer_vocab': tokenizer_vocab, 'context_length': context_length,
               'split_files': {s: _fingerprint(p) for s, p in sorted((split_files or {}).items())}}
   work = prepare_output(out, settings, overwrite)
@@ -88,6 +91,9 @@ def ingest_redbook(paths: list[str], out: str, *, csv_pattern: str | None = None
   """Build (or finish building) the data set under ``out`` from USPTO Red Book design grants (weekly tars,
   folders of grant ZIPs, per-patent folders), with IMPACT captions from ``csv_pattern`` where it has the
   patent; also writes ``patents.jsonl``. Returns the summary, as ``ingest``."""
+  if any(map(is_url, [out, *paths])):
+    raise IngestError('--redbook reads and writes local folders only; copy the grants here (gsutil -m cp -r), '
+                      'ingest, and copy the output up')
   check_redbook_inputs(paths)
   csv_paths = resolve_csvs(csv_pattern) if csv_pattern else []
   for path in csv_paths:

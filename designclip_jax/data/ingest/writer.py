@@ -1,7 +1,10 @@
 """Blocks of records -> ArrayRecord shards, resumably: each block's records go to one file per split
 (a temporary name until the block is complete), then a small JSON of the block's record metadata and
 report lines marks it done. A finished output is refused unless overwritten; a partial one made with
-other settings is refused too."""
+other settings is refused too. The output may be a bucket (gs://…, through etils.epath): ArrayRecord's
+writer writes local files only, so a block's shards are written to a local temporary folder and copied
+up when the block is complete (array_record's own Beam DoFn for GCS does the same), and the work
+directory, where a rerun finds the finished blocks, lives in the bucket."""
 
 from __future__ import annotations
 
@@ -10,11 +13,15 @@ import json
 import os
 import re
 import shutil
+import tempfile
+
+from etils import epath
 
 from designclip_jax.data.ingest.errors import IngestError
 from designclip_jax.data.ingest.rows import RowResult
 from designclip_jax.data.layout import (CLASSES_FILE, PATENTS_FILE, RECORD_INDEX, REPORT_CSV, REPORT_JSON, SPLITS,
                                         TOKENIZER_DIR, dataset_dir_in, shard_name, write_metadata)
+from designclip_jax.paths import is_url
 
 WORK_DIR = '.ingest_work'
 BEAM_WORK_DIR = '.beam_work'
@@ -39,6 +46,10 @@ def block_meta(results: list[RowResult]) -> dict:
 
 
 def atomic_json(path: str, value) -> None:
+  """Written whole or not at all (a bucket object only appears once its upload is complete)."""
+  if is_url(path):
+    epath.Path(path).write_text(json.dumps(value))
+    return
   tmp = path + '.tmp'
   with open(tmp, 'w') as f:
     json.dump(value, f)
@@ -46,8 +57,16 @@ def atomic_json(path: str, value) -> None:
 
 
 def read_json(path: str):
-  with open(path) as f:
-    return json.load(f)
+  return json.loads(epath.Path(path).read_text())
+
+
+def move(src: str, dst: str) -> None:
+  """A finished file to its place: a rename on one disk; into or within a bucket, a copy, then a delete."""
+  if is_url(dst):
+    epath.Path(src).copy(dst, overwrite=True)
+    epath.Path(src).unlink()
+  else:
+    os.replace(src, dst)
 
 
 class BlockWriter:
@@ -56,13 +75,17 @@ class BlockWriter:
   def __init__(self, work: str, block: int):
     self.work, self.block = work, block
     self.results, self.writers, self.sizes = [], {}, collections.Counter()
+    self.local = tempfile.mkdtemp(prefix='designclip-block-') if is_url(work) else None  # where ArrayRecord writes
 
   def path(self, split: str) -> str:
     return os.path.join(self.work, f'block-{self.block:06d}.{split}.array_record')
 
+  def temporary_path(self, split: str) -> str:
+    return os.path.join(self.local or self.work, os.path.basename(self.path(split)) + '.tmp')
+
   def add(self, result: RowResult) -> None:
     if result.split is not None:
-      path = self.path(result.split) + '.tmp'
+      path = self.temporary_path(result.split)
       try:
         if result.split not in self.writers:
           from array_record.python.array_record_module import ArrayRecordWriter  # pylint: disable=import-outside-toplevel
@@ -79,15 +102,17 @@ class BlockWriter:
       try:
         writer.close()
       except Exception as e:  # pylint: disable=broad-except
-        raise IngestError(f'{self.path(split)}.tmp: write failed ({e}); free space and run again to resume') from None
-      os.replace(self.path(split) + '.tmp', self.path(split))
+        raise IngestError(f'{self.temporary_path(split)}: write failed ({e}); free space and run again to resume') from None
+      move(self.temporary_path(split), self.path(split))
+    if self.local:
+      shutil.rmtree(self.local, ignore_errors=True)
     meta = block_meta(self.results)
     meta.update(block=self.block, bytes=dict(self.sizes))
     atomic_json(os.path.join(self.work, f'block-{self.block:06d}.json'), meta)
 
 
 def block_files(work: str) -> list[str]:
-  return sorted(f for f in os.listdir(work) if re.fullmatch(r'block-\d{6}\.json', f))
+  return sorted(p.name for p in epath.Path(work).iterdir() if re.fullmatch(r'block-\d{6}\.json', p.name))
 
 
 def done_blocks(work: str) -> set[int]:
@@ -100,17 +125,15 @@ def block_metas(work: str):
 
 
 def is_finished(out: str) -> bool:
-  return os.path.isfile(os.path.join(out, REPORT_JSON)) and os.path.isfile(
-      os.path.join(dataset_dir_in(out), 'dataset_info.json'))
+  return epath.Path(out, REPORT_JSON).is_file() and epath.Path(dataset_dir_in(out), 'dataset_info.json').is_file()
 
 
 def _remove_outputs(out: str) -> None:
   """Everything ingestion writes under ``out`` (and nothing else there)."""
   for name in (WORK_DIR, os.path.dirname(dataset_dir_in(out)), TOKENIZER_DIR, BEAM_WORK_DIR):
-    shutil.rmtree(os.path.join(out, name), ignore_errors=True)
+    epath.Path(out, name).rmtree(missing_ok=True)
   for name in [CLASSES_FILE, REPORT_CSV, REPORT_JSON, PATENTS_FILE] + [RECORD_INDEX.format(split=s) for s in SPLITS]:
-    if os.path.exists(os.path.join(out, name)):
-      os.remove(os.path.join(out, name))
+    epath.Path(out, name).unlink(missing_ok=True)
 
 
 def prepare_output(out: str, settings: dict, overwrite: bool, work_name: str = WORK_DIR) -> str:
@@ -122,14 +145,14 @@ def prepare_output(out: str, settings: dict, overwrite: bool, work_name: str = W
     raise IngestError(f'{out}: already holds a finished data set (see {REPORT_JSON}); pass --overwrite to rebuild it')
   work = os.path.join(out, work_name)
   settings_path = os.path.join(work, 'settings.json')
-  if os.path.isfile(settings_path):
+  if epath.Path(settings_path).is_file():
     previous = read_json(settings_path)
     if previous != settings:
       changed = sorted(k for k in settings if previous.get(k) != settings[k])
       raise IngestError(f'{settings_path}: a partial ingest with other settings ({", ".join(changed)}) is here; '
                         'pass --overwrite to start over')
   try:
-    os.makedirs(work, exist_ok=True)
+    epath.Path(work).mkdir(parents=True, exist_ok=True)
     atomic_json(settings_path, settings)
   except OSError as e:
     raise IngestError(f'{e.filename or out}: cannot write ({e.strerror})') from None
@@ -140,7 +163,7 @@ def publish_shards(out: str, work: str, blocks) -> None:
   """Rename the blocks' files to TFDS's shard names and write the TFDS metadata (idempotent: a run
   killed half-way through renaming finishes the renaming)."""
   dataset_dir = dataset_dir_in(out)
-  os.makedirs(dataset_dir, exist_ok=True)
+  epath.Path(dataset_dir).mkdir(parents=True, exist_ok=True)
   shards = {s: [] for s in SPLITS}
   moves = []
   for meta in blocks():
@@ -151,9 +174,9 @@ def publish_shards(out: str, work: str, blocks) -> None:
         shards[split].append((len(meta['records'][split]), meta['bytes'][split]))
   for src, split, index in moves:
     dst = os.path.join(dataset_dir, shard_name(split, index, len(shards[split])))
-    if os.path.exists(src):
-      os.replace(src, dst)
-    elif not os.path.exists(dst):
+    if epath.Path(src).exists():
+      move(src, dst)
+    elif not epath.Path(dst).exists():
       raise IngestError(f'{src}: missing from a partial ingest; pass --overwrite to start over')
   if any(shards.values()):
     write_metadata(dataset_dir, shards)

@@ -1,12 +1,14 @@
 """Every shipped config compiled ahead of time for its Cloud TPU topology (python -m designclip_jax.aot),
-the ViT-L/14 FSDP scaling table, and the 2-slice check: markdown tables for bench/RESULTS.md.
+FSDP scaling at full depth (ViT-L/14 and ViT-B/16, every data x fsdp split of 8 chips), and the 2-slice
+check: markdown tables for bench/RESULTS.md.
 
     python bench/aot_table.py                       # all three sections
     python bench/aot_table.py --section configs     # or fsdp, slices
     python bench/aot_table.py --out runs/aot_table  # where each compile's JSON report is kept
+    python bench/aot_table.py --section fsdp --json fsdp.json   # the rows as JSON too
 
-Each compile runs in its own process, one at a time (a ViT compile takes minutes of CPU and GiB of RAM);
-a report already in --out is reused (--force recompiles). Needs libtpu: pip install -e '.[aot]'.
+Each compile runs in its own process, one at a time (a full-depth ViT compile takes minutes of CPU and GiB of
+RAM); a report already in --out is reused (--force recompiles). Needs libtpu: pip install -e '.[aot]'.
 Numbers are XLA's memory and cost analysis of the compiled TPU program; step times are roofline lower
 bounds from its FLOPs and HBM bytes at the chip's peak, not measurements.
 """
@@ -33,12 +35,14 @@ CONFIG_ROWS = [
     ('impact_vitb16, GPU plan (8 GPUs)', 'configs/impact_vitb16.py', 'v5p:2x2x2', []),
     ('impact_vitl14, GPU plan (2 x 8 GPUs)', 'configs/impact_vitl14.py', 'v5p:2x2x4', []),
 ]
-# ViT-L/14 widths with 2 of its 24 vision and 2 of its 12 text layers: four full ViT-L compiles take over
-# an hour on 2 shared cores; parameter, optimizer and activation bytes per layer shard the same way
-FSDP_TOPOLOGY, FSDP_BATCH, FSDP_LAYERS = 'v5p:2x2x2', 256, 2
-FSDP_ROWS = [(f'impact_vitl14 fsdp={f}', 'bench/aot_variants.py:vitl14_2layers', FSDP_TOPOLOGY,
-              [f'--config.mesh.fsdp={f}', f'--config.mesh.data={8 // f}', f'--config.train.global_batch={FSDP_BATCH}'])
-             for f in (1, 2, 4, 8)]
+# Full depth: at 2+2 layers the defect of fsdp spanning every chip (data=1) was a 1 GiB rise that read as
+# noise; at 24+12 it was 16.6 GiB of temporaries per chip
+FSDP_TOPOLOGY, FSDP_BATCH, FSDP_SPLITS = 'v5p:2x2x2', 256, (1, 2, 4, 8)
+FSDP_MODELS = [('impact_vitl14', True), ('impact_vitb16', True), ('impact_vitb16', False)]  # (config, remat)
+FSDP_ROWS = [(f'{config} remat={int(remat)} fsdp={f}', f'configs/{config}.py', FSDP_TOPOLOGY,
+              [f'--config.mesh.fsdp={f}', f'--config.mesh.data={8 // f}', f'--config.train.global_batch={FSDP_BATCH}',
+               f'--config.model.remat={remat}'])
+             for config, remat in FSDP_MODELS for f in FSDP_SPLITS]
 # the multi-slice property does not depend on the model's size: a small ViT keeps the compile short
 SLICE_TOPOLOGY = 'v5e:2x2'
 SLICE_OVERRIDES = ['--config.mesh.slices=2', '--config.mesh.fsdp=4', '--config.mesh.data=2',
@@ -91,20 +95,30 @@ def config_table(rows) -> str:
 
 
 def fsdp_table(rows) -> str:
-  lines = ['| mesh.fsdp | mesh.data | params GiB | optimizer GiB | params + opt vs fsdp=1 | temporaries GiB | '
-           'total GiB | TFLOP per chip |', '|---|---|---|---|---|---|---|---|']
-  base = None
-  for _, r in rows:
+  lines = ['| model | remat | mesh data × fsdp | params + optimizer GiB | arguments GiB | temporaries GiB | '
+           '**total GiB** | TFLOP per chip | collective-permutes |', '|---|---|---|---|---|---|---|---|---|']
+  for label, r in rows:
     if 'error' in r:
-      lines.append(f'| error: {r["error"]} |' + ' |' * 7)
+      lines.append(f'| {label} | error: {r["error"]} |' + ' |' * 7)
       continue
     b = r['per_chip_bytes']
-    states = b['parameters'] + b['optimizer']
-    base = base or states
-    lines.append(f'| {r["mesh"]["fsdp"]} | {r["mesh"]["data"]} | {gib(b["parameters"])} | {gib(b["optimizer"])} | '
-                 f'{states / base:.3f} | {gib(b.get("temporaries", 0))} | {gib(b["total"])} | '
-                 f'{r["flops_per_chip"] / 1e12:,.1f} |')
+    permutes = sum(c['count'] for c in r['collectives'] if c['op'] == 'collective-permute')
+    flops = f'{r["flops_per_chip"] / 1e12:,.1f}' if r.get('flops_per_chip') else '–'
+    lines.append(f'| {r["model"]} | {"on" if r["remat"] else "off"} | {r["mesh"]["data"]} × {r["mesh"]["fsdp"]} | '
+                 f'{gib(b["parameters"] + b["optimizer"])} | {gib(b["arguments"]) if "arguments" in b else "–"} | '
+                 f'{gib(b.get("temporaries", 0))} | **{gib(b["total"])}** | {flops} | {permutes} |')
   return '\n'.join(lines)
+
+
+def fsdp_summary(rows) -> dict:
+  """Per model and remat: the per-chip totals in fsdp order, and whether each split needs less than the last."""
+  by_model = {}
+  for _, r in rows:
+    if 'error' not in r:
+      by_model.setdefault(f'{r["model"]} remat={r["remat"]}', []).append((r['mesh']['fsdp'], r['per_chip_bytes']['total']))
+  return {k: {'total_gib_by_fsdp': {f: round(t / GIB, 3) for f, t in sorted(v)},
+              'falls_as_fsdp_grows': all(a[1] > b[1] for a, b in zip(sorted(v), sorted(v)[1:]))}
+          for k, v in by_model.items()}
 
 
 def slices_table(r) -> str:
@@ -123,25 +137,37 @@ def main():
   p.add_argument('--out', default=os.path.join(ROOT, 'runs', 'aot_table'))
   p.add_argument('--force', action='store_true', help='recompile reports already in --out')
   p.add_argument('--reuse-only', action='store_true', help='tabulate the reports in --out, compile nothing')
+  p.add_argument('--json', help='also write every row (label -> report) and the FSDP summary here')
   args = p.parse_args()
+  tables = {}
   os.makedirs(args.out, exist_ok=True)
   print(f'machine: {platform.node()} ({os.cpu_count()} CPUs), {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC; '
         f'command: python bench/aot_table.py --section {" ".join(args.section)}\n')
   if 'configs' in args.section:
     rows = [(label, run_one(label, *rest, args.out, args.force, not args.reuse_only)) for label, *rest in CONFIG_ROWS]
+    tables['configs'] = dict(rows)
     print('### Every config on its target (XLA:TPU compile, nothing allocated)\n')
     print(config_table(rows) + '\n', flush=True)
   if 'fsdp' in args.section:
     rows = [(label, run_one(label, *rest, args.out, args.force, not args.reuse_only)) for label, *rest in FSDP_ROWS]
-    print(f'### FSDP scaling: ViT-L/14 widths ({FSDP_LAYERS}+{FSDP_LAYERS} layers) + AdamW, {FSDP_TOPOLOGY} (8 chips), '
-          f'global batch {FSDP_BATCH}, bf16, remat\n')
+    tables['fsdp'], tables['fsdp_summary'] = dict(rows), fsdp_summary(rows)
+    print(f'### FSDP scaling at full depth: every data × fsdp split of {FSDP_TOPOLOGY} (8 chips), global batch '
+          f'{FSDP_BATCH}, bf16, AdamW\n')
     print(fsdp_table(rows) + '\n', flush=True)
+    for model, summary in tables['fsdp_summary'].items():
+      print(f'{model}: per-chip total {"falls" if summary["falls_as_fsdp_grows"] else "does NOT fall"} as fsdp grows '
+            f'(fsdp {", ".join(f"{f}: {t:.2f}" for f, t in summary["total_gib_by_fsdp"].items())} GiB)')
+    print()
   if 'slices' in args.section:
     r = run_one('two_slices', 'bench/aot_variants.py:vitb16_2layers', SLICE_TOPOLOGY, SLICE_OVERRIDES, args.out,
                 args.force, not args.reuse_only)
     print(f'### Two slices of {SLICE_TOPOLOGY} (mesh.slices=2, data=2 × fsdp=4; ViT-B/16 widths, 2+2 layers, '
           'global batch 64): collectives of the compiled step\n')
     print(slices_table(r) + '\n', flush=True)
+    tables['slices'] = r
+  if args.json:
+    with open(args.json, 'w') as f:
+      json.dump(tables, f, indent=1)
 
 
 if __name__ == '__main__':

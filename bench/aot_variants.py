@@ -6,7 +6,7 @@ import os
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # name -> (shipped config, layers per tower)
-VARIANTS = {'vitl14_2layers': ('impact_vitl14.py', 2), 'vitb16_2layers': ('impact_vitb16.py', 2)}
+VARIANTS = {'vitb16_2layers': ('impact_vitb16.py', 2)}
 
 
 def get_config(name):

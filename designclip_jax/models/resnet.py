@@ -19,7 +19,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from designclip_jax.models.config import VisionConfig
-from designclip_jax.models.layers import BlockOptions, Dense, param, shard_batch
+from designclip_jax.models.layers import BlockOptions, Dense, gathered, param, shard_batch
 
 BN_EPS = 1e-5  # torch.nn.BatchNorm2d's default
 
@@ -35,7 +35,7 @@ class Conv(nnx.Module):
 
   def __call__(self, x):
     return jax.lax.conv_general_dilated(
-        x.astype(self.dtype), self.kernel[...].astype(self.dtype), (self.stride, self.stride),
+        x.astype(self.dtype), gathered(self.kernel[...].astype(self.dtype)), (self.stride, self.stride),
         [(self.pad, self.pad)] * 2, dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
 
 

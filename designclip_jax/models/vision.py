@@ -6,7 +6,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from designclip_jax.models.config import VisionConfig
-from designclip_jax.models.layers import BlockOptions, Encoder, LayerNorm, param, shard_batch
+from designclip_jax.models.layers import BlockOptions, Encoder, LayerNorm, gathered, param, shard_batch
 
 
 class VisionEmbeddings(nnx.Module):
@@ -34,7 +34,7 @@ class VisionEmbeddings(nnx.Module):
                        f'({self.num_positions - 1} patches of {p}x{p})')
     patches = shard_batch(pixels).reshape(b, h // p, p, w // p, p, c).transpose(0, 1, 3, 2, 4, 5)
     patches = shard_batch(patches.reshape(b, (h // p) * (w // p), p * p * c).astype(self.dtype))
-    kernel = self.patch_embedding[...].reshape(p * p * c, -1).astype(self.dtype)
+    kernel = gathered(self.patch_embedding[...].reshape(p * p * c, -1).astype(self.dtype))
     tokens = patches @ kernel
     cls = jnp.broadcast_to(self.class_embedding[...].astype(self.dtype), (b, 1, tokens.shape[-1]))
     return jnp.concatenate([cls, tokens], axis=1) + self.position_embedding[...].astype(self.dtype)

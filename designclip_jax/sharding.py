@@ -121,8 +121,9 @@ def host_local_to_global(local_batch: dict, mesh) -> dict:
 
 
 _COLLECTIVE = re.compile(r'= (?P<type>.+?) (?P<op>all-gather|all-reduce|reduce-scatter|all-to-all|collective-permute)'
-                         r'(?:-start)?\(')
+                         r'(?P<start>-start)?\(')
 _ARRAY = re.compile(r'\b(?P<dtype>pred|bf16|[suf]\d+)\[(?P<dims>[\d,]*)\]')
+_PAIRED_STARTS = ('all-gather', 'collective-permute')  # their -start tuples hold operands beside results
 
 
 def array_bytes(type_text: str) -> list[int]:
@@ -132,13 +133,26 @@ def array_bytes(type_text: str) -> list[int]:
           for m in _ARRAY.finditer(type_text)]
 
 
-def hlo_collective_ops(hlo_text: str) -> list[tuple[str, str, str]]:
-  """(op, result type, line) of every collective in a compiled program's HLO text; an asynchronous pair is
-  listed once, at its ``-start``."""
-  return [(m['op'], m['type'], line) for line in hlo_text.splitlines() if (m := _COLLECTIVE.search(line))]
+def result_bytes(op: str, type_text: str, asynchronous: bool) -> int:
+  """Bytes a collective delivers to each device: all its results (a combined all-reduce's tuple holds one
+  per array). An asynchronous all-gather or collective-permute start's tuple lists its operands, then its
+  results, then (a permute) two u32[] contexts: only the results count."""
+  sizes = array_bytes(type_text)
+  if not (asynchronous and op in _PAIRED_STARTS):
+    return sum(sizes)
+  if op == 'collective-permute':
+    sizes = [size for size, m in zip(sizes, _ARRAY.finditer(type_text)) if not (m['dtype'] == 'u32' and not m['dims'])]
+  return sum(sizes[len(sizes) // 2:])
+
+
+def hlo_collective_ops(hlo_text: str) -> list[tuple[str, str, int, str]]:
+  """(op, result type, result bytes per device, line) of every collective in a compiled program's HLO text; an
+  asynchronous pair is listed once, at its ``-start``."""
+  return [(m['op'], m['type'], result_bytes(m['op'], m['type'], bool(m['start'])), line)
+          for line in hlo_text.splitlines() if (m := _COLLECTIVE.search(line))]
 
 
 def hlo_collectives(hlo_text: str) -> list[tuple[str, str, int]]:
-  """(op, result shape, result bytes per device) of every collective in a compiled program's HLO text
+  """(op, result type, result bytes per device) of every collective in a compiled program's HLO text
   (``compiled.as_text()``): what a sharding actually costs in communication."""
-  return [(op, shape, sum(array_bytes(shape))) for op, shape, _ in hlo_collective_ops(hlo_text)]
+  return [(op, type_text, size) for op, type_text, size, _ in hlo_collective_ops(hlo_text)]

@@ -168,12 +168,14 @@ def test_collectives_name_mesh_axes():
   hlo = '\n'.join([
       'a = bf16[16,64]{1,0} all-gather(bf16[4,64]{1,0} p), replica_groups=[2,4]<=[8], dimensions={0}',
       'b = bf16[16,64]{1,0} all-gather(bf16[4,64]{1,0} q), replica_groups=[2,4]<=[8], dimensions={0}',
-      'c = f32[32]{0} all-reduce(f32[32]{0} g), replica_groups=[4,2]<=[2,4]T(1,0), to_apply=add',
+      'c = (f32[32]{0}, bf16[8,4]{1,0}) all-reduce(f32[32]{0} g, bf16[8,4]{1,0} h), replica_groups=[4,2]<=[2,4]T(1,0), '
+      'to_apply=add',
   ])
   found = {c['op']: c for c in aot.collectives(hlo, _mesh(1))}
   assert found['all-gather'] == {'op': 'all-gather', 'axes': 'fsdp', 'count': 2, 'group_size': 4,
                                  'within_slice': True, 'bytes': 2 * 16 * 64 * 2}
   assert found['all-reduce']['axes'] == 'data' and found['all-reduce']['group_size'] == 2
+  assert found['all-reduce']['bytes'] == 32 * 4 + 8 * 4 * 2  # a combined all-reduce delivers every array
 
 
 def test_collectives_across_slices():

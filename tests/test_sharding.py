@@ -231,12 +231,20 @@ def test_multislice_mesh_on_abstract_tpu_devices(monkeypatch):
 
 
 def test_hlo_collective_parsing_counts_each_async_pair_once_and_sizes_tuples():
+  """Bytes delivered per device: every result of a combined all-reduce; only the results of an asynchronous
+  all-gather or collective-permute start, whose tuple lists the operands first (lines as XLA:TPU prints them)."""
   hlo = '\n'.join([
       '  %ag = (f32[4,8]{1,0}, f32[32,8]{1,0}) all-gather-start(f32[4,8]{1,0} %p), dimensions={0}',
       '  %agd = f32[32,8]{1,0} all-gather-done((f32[4,8]{1,0}, f32[32,8]{1,0}) %ag)',
       '  %ar = (bf16[16]{0}, s32[3]{0}, pred[5]{0}) all-reduce(bf16[16]{0} %a, s32[3]{0} %b, pred[5]{0} %c)',
-      '  %add = f32[4,8]{1,0} add(f32[4,8]{1,0} %x, f32[4,8]{1,0} %y)'])
+      '  %add = f32[4,8]{1,0} add(f32[4,8]{1,0} %x, f32[4,8]{1,0} %y)',
+      '  %cp = (bf16[192,1,16]{0,2,1:T(8,128)(2,1)}, bf16[192,1,16]{0,2,1:T(8,128)(2,1)}, u32[]{:S(2)}, u32[]{:S(2)}) '
+      'collective-permute-start(%get-tuple-element.5185), channel_id=5, source_target_pairs={{0,7},{1,0}}',
+      '  %ags = ((bf16[2,64]{1,0}, f32[4]{0}), (bf16[16,64]{1,0}, f32[32]{0})) all-gather-start(%p, %q), dimensions={0}',
+      '  %ar2 = (bf16[512,2048]{1,0:T(8,128)(2,1)}, bf16[512]{0:T(512)(128)(2,1)}) all-reduce(%g, %h), channel_id=9'])
   assert sharding.array_bytes('(f32[4,8]{1,0}, f32[32,8]{1,0})') == [128, 1024]
   assert sharding.array_bytes('(bf16[16]{0}, s32[3]{0}, pred[5]{0}, u8[2])') == [32, 12, 5, 2]
   assert sharding.array_bytes('f32[]') == [4]  # a scalar
-  assert [(op, size) for op, _, size in sharding.hlo_collectives(hlo)] == [('all-gather', 1152), ('all-reduce', 49)]
+  assert [(op, size) for op, _, size in sharding.hlo_collectives(hlo)] == [
+      ('all-gather', 1024), ('all-reduce', 32 + 12 + 5), ('collective-permute', 192 * 16 * 2),
+      ('all-gather', 16 * 64 * 2 + 32 * 4), ('all-reduce', (512 * 2048 + 512) * 2)]

@@ -165,7 +165,7 @@ def collectives(hlo_text: str, mesh) -> list[dict]:
         set(slice_of.flat)), 'within_slice': False, 'bytes': 0})
     entry['count'] += 1
     entry['bytes'] += max(sharding.array_bytes(m['type']), default=0)
-  for op, type_text, line in sharding.hlo_collective_ops(hlo_text):
+  for op, _, size, line in sharding.hlo_collective_ops(hlo_text):
     groups = _replica_groups(line, n)
     if max(len(g) for g in groups) == 1:  # a collective over one device moves nothing
       continue
@@ -176,8 +176,7 @@ def collectives(hlo_text: str, mesh) -> list[dict]:
                                    'within_slice': n < len(flat) or all(
                                        len({slice_of.flat[i] for i in g}) == 1 for g in groups)})
     entry['count'] += 1
-    # the largest array: an asynchronous start's tuple holds its operand beside its result
-    entry['bytes'] += max(sharding.array_bytes(type_text), default=0)
+    entry['bytes'] += size
   return sorted(found.values(), key=lambda e: (e['op'], e['axes']))
 
 

@@ -91,26 +91,16 @@ def run_one(method: str, n: int) -> dict:
 
 def tpu_compile(topology: str, n: int = 1_000_000, queries: int = 16) -> None:
   """Ahead-of-time compile of the sharded search (approx_max_k and exact top_k) for a TPU topology."""
-  os.environ.setdefault('TPU_SKIP_MDS_QUERY', '1')
-  import jax  # pylint: disable=import-outside-toplevel
-  import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
-  from jax.experimental import topologies  # pylint: disable=import-outside-toplevel
-  from jax.sharding import NamedSharding, PartitionSpec as P  # pylint: disable=import-outside-toplevel
   from designclip_jax import sharding  # pylint: disable=import-outside-toplevel
+  from designclip_jax.aot.topology import topology_devices  # pylint: disable=import-outside-toplevel
   from designclip_jax.search import topk  # pylint: disable=import-outside-toplevel
-  devices = topologies.get_topology_desc(platform='tpu', topology_name=topology).devices
+  devices = topology_devices(topology)
   mesh = sharding.make_mesh(-1, 1, devices=devices)
-  chunk = topk.DEFAULT_CHUNK
-  rows = -(-n // (len(devices) * chunk)) * chunk * len(devices)
-  spec = lambda shape, dtype, *axes: jax.ShapeDtypeStruct(shape, dtype, sharding=NamedSharding(mesh, P(*axes)))
-  args = (spec((queries, DIM), jnp.float32), spec((rows, DIM), jnp.float16, topk.ROW_AXIS, None),
-          spec((rows,), jnp.int32, topk.ROW_AXIS), spec((rows,), jnp.int32, topk.ROW_AXIS), spec((8,), jnp.bool_),
-          spec((), jnp.int32))
   print(f'{topology} ({len(devices)} chips), {n:,} rows float16, {queries} queries, top {K}; per chip:')
   print('| method | arguments (MiB) | temporaries (MiB) | top-k op in the HLO |')
   print('|---|---|---|---|')
   for method in ('approx', 'exact'):
-    compiled = topk._search_fn(mesh, K, chunk, method, n).lower(*args).compile()  # pylint: disable=protected-access
+    compiled = topk.compile_for(mesh, n, DIM, k=K, queries=queries, method=method)
     m, hlo = compiled.memory_analysis(), compiled.as_text()
     op = ('PartialReduce (TPU approx top-k)' if '"PartialReduce"' in hlo else
           'TopK' if 'TopK' in hlo else 'sort')

@@ -1,48 +1,48 @@
-"""A prior-art index on disk: embeddings of every drawing and caption of ingested data sets.
+"""A prior-art index on disk: embeddings of every drawing and caption of its sources (``sources``: ingested
+data sets, plain folders of drawings, DeepPatent trees).
 
 Layout of an index directory::
 
-  index.json            format, embedding dtype, the model's identity, data sets, finished shards
+  index.json            format, embedding dtype, the model's identity, sources, finished shards
   shard-00000.npy       (rows, D) L2-normalised embeddings (float16 or float32, as index.json says)
-  shard-00000.parquet   one metadata row per embedding: kind, patent_id, title, class, view,
-                        dataset, split, record, image (the drawing reference: data set number, split,
-                        record index, drawing index in the record; image -1 for a caption)
+  shard-00000.parquet   one metadata row per embedding: kind, patent_id, title, class, view, dataset,
+                        split, record, image, path (the drawing: source number, part, record or file number,
+                        drawing index in the record (-1 for a caption), file path inside a file source)
 
-A shard covers a fixed range of records of one split of one data set; it is written whole (temporary
-file, then rename) before index.json lists it, so an interrupted build resumes at the first missing
-shard, and adding a data set only embeds that data set's shards.
+A shard covers a fixed range of records (or files) of one part of one source; it is written whole
+(temporary file, then rename) before index.json lists it, so an interrupted build resumes at the first
+missing shard, and adding a source only embeds that source's shards. With several processes (jax.distributed)
+every process embeds its share of each batch and process 0 alone writes; the others take index.json from it.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import hashlib
-import itertools
 import json
+import logging
 import os
 
 import jax
 import numpy as np
 from etils import epath
 from flax import nnx
+from jax.experimental import multihost_utils
 
-from designclip_jax.data import images as image_ops
-from designclip_jax.data import pipeline
-from designclip_jax.data.classes import CLASS_CODES
-from designclip_jax.data.impact import VIEWS
-from designclip_jax.data.layout import SPLITS
 from designclip_jax.eval.embed import embed_images, embed_texts
 from designclip_jax.eval.metrics import l2_normalize
+from designclip_jax.search import sources as sources_lib
+from designclip_jax.search.sources import META_COLUMNS, SourceError
 from designclip_jax.weights import run_checkpoints
 
 INDEX_FILE = 'index.json'
 FORMAT_VERSION = 1
 KINDS = ('drawing', 'caption')
 DTYPES = ('float16', 'float32')
-META_COLUMNS = ('kind', 'patent_id', 'title', 'class', 'view', 'dataset', 'split', 'record', 'image')
+SHOWN_SKIPPED = 5  # unreadable files named in the log, per shard
 
 
-class SearchError(ValueError):
+class SearchError(SourceError):
   """Bad input to indexing or search; the message is one line that names the file or field."""
 
 
@@ -91,7 +91,8 @@ class Manifest:
   dtype: str
   model: dict
   records_per_shard: int
-  datasets: list = dataclasses.field(default_factory=list)  # {'data_dir', 'splits', 'sheet_size'}
+  # {'kind', 'data_dir', 'splits', 'sheet_size'} (+ 'listings': part -> file count and hash, for file sources)
+  datasets: list = dataclasses.field(default_factory=list)
   shards: list = dataclasses.field(default_factory=list)  # {'name', 'dataset', 'split', 'start', 'rows'}
   format: int = FORMAT_VERSION
 
@@ -115,6 +116,10 @@ class Manifest:
   def sheet_size(self) -> int:
     return self.datasets[0]['sheet_size']
 
+  def source(self, number: int):
+    entry = self.datasets[number]
+    return sources_lib.open_source(entry.get('kind', 'ingested'), entry['data_dir'], number)
+
 
 def _write_atomic(path: str, write) -> None:
   tmp = path + '.tmp'
@@ -123,116 +128,145 @@ def _write_atomic(path: str, write) -> None:
   os.replace(tmp, path)
 
 
-def _view_name(record: dict, i: int) -> str:
-  return VIEWS[record['views'][i]] if i < len(record['views']) else 'unknown'
+def _agreed_manifest(out: str, identity: dict, dtype: str, records_per_shard: int) -> 'Manifest':
+  """The index's manifest as process 0 reads it (new, or as an interrupted or earlier build left it), the same
+  in every process: the index directory need not be shared, only process 0 writes it."""
+  manifest = None
+  if jax.process_index() == 0:
+    os.makedirs(out, exist_ok=True)
+    if os.path.isfile(os.path.join(out, INDEX_FILE)):
+      manifest = Manifest.load(out)
+      check_same_model(manifest.model, identity, out)
+      if manifest.dtype != dtype:
+        raise SearchError(f'index {out} stores {manifest.dtype} embeddings; rerun with --dtype {manifest.dtype}')
+    else:
+      manifest = Manifest(dtype=dtype, model=identity, records_per_shard=records_per_shard)
+    manifest.save(out)
+  if jax.process_count() == 1:
+    return manifest
+  text = json.dumps(dataclasses.asdict(manifest)).encode() if manifest else b''
+  length = int(multihost_utils.broadcast_one_to_all(np.int64(len(text))))
+  data = np.frombuffer(text.ljust(length, b' '), np.uint8) if manifest else np.zeros(length, np.uint8)
+  return Manifest(**json.loads(bytes(np.asarray(multihost_utils.broadcast_one_to_all(data))).decode()))
 
 
-def _shard_rows(records: list[dict], dataset: int, split: str):
-  """Metadata rows (drawings first, then captions) and the inputs to embed for a group of records."""
-  meta = {c: [] for c in META_COLUMNS}
-  pngs, texts = [], []
-
-  def add(kind, r, image, view):
-    for c, v in zip(META_COLUMNS, (kind, r['patent_id'], r['title'], CLASS_CODES[r['label']], view, dataset,
-                                   split, r['index'], image)):
-      meta[c].append(v)
-
-  for r in records:
-    for i, png in enumerate(r['images']):
-      add('drawing', r, i, _view_name(r, i))
-      pngs.append(png)
-  for r in records:
-    if r['caption'].strip():
-      add('caption', r, -1, '')
-      texts.append(r['caption'])
-  return meta, pngs, texts
-
-
-def _requested_splits(data_dir: str, splits) -> list[str]:
-  if splits:
-    for s in splits:
-      pipeline.open_split(data_dir, s)  # a clear error for a split the data set lacks
-    return list(splits)
-  present = []
-  for s in SPLITS:
-    try:
-      pipeline.open_split(data_dir, s)
-      present.append(s)
-    except ValueError:
-      continue
-  if not present:
-    raise SearchError(f'{data_dir} holds none of the splits {SPLITS}')
-  return present
+def _source_entry(manifest: Manifest, kind: str, location: str, requested, sheet_size: int):
+  """The manifest's entry for a source (added when new), the source, and the parts to index. ``sheet_size``:
+  the size file sources' drawings are preprocessed to when the index has none yet."""
+  entry = next((d for d in manifest.datasets if d['data_dir'] == location and d.get('kind', 'ingested') == kind),
+               None)
+  source = sources_lib.open_source(kind, location, manifest.datasets.index(entry) if entry else len(manifest.datasets))
+  parts = source.parts(requested)
+  if entry is None:
+    own = source.sheet_size(parts[0])  # an ingested set's stored size; file sources take the index's
+    sheet_size = own or (manifest.sheet_size if manifest.datasets else sheet_size)
+    if manifest.datasets and sheet_size != manifest.sheet_size:
+      raise SearchError(f'{location} was ingested at {sheet_size} px, the index at {manifest.sheet_size} px: '
+                        'query drawings could not match both; use another --out')
+    entry = {'kind': kind, 'data_dir': location, 'splits': [], 'sheet_size': sheet_size}
+    manifest.datasets.append(entry)
+  order = list(dict.fromkeys(entry['splits'] + parts))
+  entry['splits'] = order
+  return entry, source, parts
 
 
-def _sheet_size(data_dir: str, split: str) -> int:
-  first = next(pipeline.eval_records(data_dir, split), None)
-  if first is None or not first['images']:
-    raise SearchError(f'split {split!r} of {data_dir} holds no drawings to index')
-  return int(image_ops.decode_png(first['images'][0]).shape[0])
+def _check_listing(entry: dict, source, part: str, done: set, number: int) -> None:
+  """A file source resumes only over the listing its first shards were cut from."""
+  if not hasattr(source, 'fingerprint'):
+    return
+  listing, known = source.fingerprint(part), entry.setdefault('listings', {}).get(part)
+  if known is not None and known != listing and any(d[:2] == (number, part) for d in done):
+    raise SearchError(f'{entry["data_dir"]} ({part}) changed since it was indexed ({known["files"]:,} files then, '
+                      f'{listing["files"]:,} now): its shards no longer line up; index it into another --out')
+  entry['listings'][part] = listing
 
 
-def build(checkpoint: str, data_dirs, out: str, *, splits=None, dtype: str = 'float16', records_per_shard: int = 256,
+def _embed_shard(clip, tokenizer, shard: sources_lib.Shard, *, batch_size: int, normalization: str, sheet_size: int):
+  """(vectors, metadata) of a shard's rows; drawings that cannot be read are left out (logged, counted)."""
+  failed = np.zeros(len(shard.drawings), bool)
+  items, load = shard.drawings, shard.load
+  if load is not None:
+    def load(i, read=shard.load):
+      try:
+        return read(shard.drawings[i])
+      except (OSError, ValueError, SyntaxError) as e:  # PIL raises these for corrupt, truncated or oversized files
+        if not failed[i] and failed.sum() < SHOWN_SKIPPED:
+          logging.warning('search index: left out %s (%s)', shard.drawings[i], e)
+        failed[i] = True
+        return np.full((sheet_size, sheet_size), 255, np.uint8)  # embedded, then dropped
+    items = range(len(shard.drawings))
+  parts = []
+  if len(items):
+    parts.append(embed_images(clip, items, batch_size=batch_size, progress=False, normalization=normalization,
+                              load=load))
+  if shard.texts:
+    parts.append(embed_texts(clip, tokenizer, shard.texts, batch_size=batch_size, progress=False))
+  if jax.process_count() > 1:  # each process knows the failures among the rows it loaded
+    failed = np.asarray(multihost_utils.process_allgather(failed)).any(axis=0)
+  keep = np.concatenate([~failed, np.ones(len(shard.texts), bool)])
+  vectors = np.concatenate(parts) if parts else np.zeros((0, clip.config.embed_dim), np.float32)
+  return vectors[keep], {c: np.asarray(v, dtype=object)[keep].tolist() for c, v in shard.meta.items()}, int(failed.sum())
+
+
+def build(checkpoint: str, out: str, *, data_dirs=(), folders=(), deeppatent_roots=(), splits=None,
+          deeppatent_splits=None, sheet_size: int | None = None, dtype: str = 'float16', records_per_shard: int = 256,
           batch_size: int = 128, progress: bool = True) -> Manifest:
-  """Embed every drawing and caption of ``data_dirs`` (the given splits, or all) into the index at
-  ``out``: a new index, the rest of an interrupted one, or new data sets appended to an existing one."""
+  """Embed every drawing and caption of the sources (ingested ``data_dirs``, plain ``folders`` of drawings,
+  ``deeppatent_roots``) into the index at ``out``: a new index, the rest of an interrupted one, or new
+  sources appended to an existing one. ``splits`` / ``deeppatent_splits``: the parts to index (default all).
+  ``sheet_size``: the square size a new index's drawing files are preprocessed to (as ingestion does; default
+  the model's input size); an ingested set brings its own, and an index keeps the one it has."""
   from tqdm import tqdm  # pylint: disable=import-outside-toplevel
   from designclip_jax.weights.loader import load_model  # pylint: disable=import-outside-toplevel
   if dtype not in DTYPES:
     raise SearchError(f'--dtype {dtype!r} is not one of {DTYPES}')
+  requested = [('ingested', d, splits) for d in data_dirs] + [('folder', d, None) for d in folders] + \
+      [('deeppatent', d, deeppatent_splits) for d in deeppatent_roots]
+  if not requested:
+    raise SearchError('nothing to index: give ingested data sets (--data), folders of drawings (--folder) '
+                      'and/or DeepPatent trees (--deeppatent)')
   clip, tokenizer, normalization = load_model(checkpoint)
   identity = model_identity(checkpoint, clip, tokenizer, normalization)
-  os.makedirs(out, exist_ok=True)
-  if os.path.isfile(os.path.join(out, INDEX_FILE)):
-    manifest = Manifest.load(out)
-    check_same_model(manifest.model, identity, out)
-    if manifest.dtype != dtype:
-      raise SearchError(f'index {out} stores {manifest.dtype} embeddings; rerun with --dtype {manifest.dtype}')
-  else:
-    manifest = Manifest(dtype=dtype, model=identity, records_per_shard=records_per_shard)
+  manifest = _agreed_manifest(out, identity, dtype, records_per_shard)
+  if sheet_size is not None and manifest.datasets and sheet_size != manifest.sheet_size:
+    raise SearchError(f'index {out} holds drawings at {manifest.sheet_size} px; rerun without --sheet-size, '
+                      'or index into another --out')
   writer = jax.process_index() == 0
-  if writer:
-    manifest.save(out)
   done = {(s['dataset'], s['split'], s['start']) for s in manifest.shards}
-  for data_dir in data_dirs:
-    data_dir = os.path.abspath(data_dir)
-    wanted = _requested_splits(data_dir, splits)
-    entry = next((d for d in manifest.datasets if d['data_dir'] == data_dir), None)
-    if entry is None:
-      entry = {'data_dir': data_dir, 'splits': [], 'sheet_size': _sheet_size(data_dir, wanted[0])}
-      if manifest.datasets and entry['sheet_size'] != manifest.sheet_size:
-        raise SearchError(f'{data_dir} was ingested at {entry["sheet_size"]} px, the index at '
-                          f'{manifest.sheet_size} px: query drawings could not match both; use another --out')
-      manifest.datasets.append(entry)
-    entry['splits'] = sorted(set(entry['splits']) | set(wanted), key=SPLITS.index)
+  skipped = 0
+  for kind, location, wanted in requested:
+    entry, source, parts = _source_entry(manifest, kind, os.path.abspath(location), wanted,
+                                         sheet_size or clip.config.vision.image_size)
     number = manifest.datasets.index(entry)
-    for split in wanted:
-      total = len(pipeline.open_split(data_dir, split))
-      records = pipeline.eval_records(data_dir, split)
-      bar = tqdm(total=total, desc=f'index {os.path.basename(data_dir)}/{split}', unit='patent', disable=not progress)
-      for start in range(0, total, manifest.records_per_shard):
-        group = list(itertools.islice(records, manifest.records_per_shard))
-        bar.update(len(group))
-        if (number, split, start) in done:
-          continue
-        meta, pngs, texts = _shard_rows(group, number, split)
-        vectors = np.concatenate([
-            embed_images(clip, pngs, batch_size=batch_size, progress=False, normalization=normalization),
-            embed_texts(clip, tokenizer, texts, batch_size=batch_size, progress=False)])
-        if writer:
-          name = f'shard-{len(manifest.shards):05d}'
-          _write_shard(out, name, l2_normalize(vectors).astype(dtype), meta)
-          manifest.shards.append({'name': name, 'dataset': number, 'split': split, 'start': start,
-                                  'rows': len(vectors)})
-          manifest.save(out)
-        done.add((number, split, start))  # the same data set named twice is indexed once
+    for part in parts:
+      _check_listing(entry, source, part, done, number)
+      bar = tqdm(total=source.units(part), desc=f'index {os.path.basename(location)}/{part}', unit=source.kind,
+                 disable=not progress or not writer)
+      for start, stop, make_shard in source.shards(part, manifest.records_per_shard, entry['sheet_size']):
+        if (number, part, start) not in done:
+          shard = make_shard()
+          vectors, meta, failed = _embed_shard(clip, tokenizer, shard, batch_size=batch_size,
+                                               normalization=normalization, sheet_size=entry['sheet_size'])
+          skipped += failed
+          name = f'shard-{len(manifest.shards):05d}'  # every process keeps the manifest, process 0 writes
+          if writer:
+            write_shard(out, name, l2_normalize(vectors).astype(dtype), meta)
+          manifest.shards.append({'name': name, 'dataset': number, 'split': part, 'start': start,
+                                  'rows': len(vectors), 'skipped': failed})
+          if writer:
+            manifest.save(out)
+          done.add((number, part, start))  # the same source named twice is indexed once
+        bar.update(stop - start)
       bar.close()
   if writer:
     manifest.save(out)
+  if skipped:
+    logging.warning('search index: %d unreadable drawing(s) left out (each shard counts its own in %s)', skipped,
+                    INDEX_FILE)
   return manifest
 
 
-def _write_shard(out: str, name: str, vectors: np.ndarray, meta: dict) -> None:
+def write_shard(out: str, name: str, vectors: np.ndarray, meta: dict) -> None:
   import pyarrow as pa  # pylint: disable=import-outside-toplevel
   import pyarrow.parquet as pq  # pylint: disable=import-outside-toplevel
   _write_atomic(os.path.join(out, name + '.npy'), lambda f: np.save(f, vectors))
@@ -259,5 +293,7 @@ def load(index_dir: str) -> LoadedIndex:
   vectors = np.concatenate([np.load(os.path.join(index_dir, s['name'] + '.npy')) for s in manifest.shards])
   table = pa.concat_tables([pq.read_table(os.path.join(index_dir, s['name'] + '.parquet'))
                             for s in manifest.shards])
-  meta = {c: table[c].to_numpy(zero_copy_only=False) for c in META_COLUMNS}
+  # 'path' came with file sources: an index built before has none
+  meta = {c: table[c].to_numpy(zero_copy_only=False) if c in table.column_names else np.full(len(table), '', object)
+          for c in META_COLUMNS}
   return LoadedIndex(manifest, vectors, meta)

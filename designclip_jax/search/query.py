@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import functools
 import os
 import re
 
@@ -11,7 +10,6 @@ import numpy as np
 from PIL import UnidentifiedImageError
 
 from designclip_jax.data import images as image_ops
-from designclip_jax.data import pipeline
 from designclip_jax.data.classes import CLASS_CODES
 from designclip_jax.eval.embed import embed_images, embed_texts, place_on_devices
 from designclip_jax.eval.metrics import l2_normalize
@@ -43,16 +41,19 @@ def check_top(top: int) -> None:
 class Hit:
   patent_id: str
   title: str
-  class_: str
+  class_: str  # '' where the source does not say (a folder of drawings, DeepPatent)
   score: float
   view: str
   kind: str  # what matched best: 'drawing' or 'caption'
-  drawing: str  # reference: <data dir>:<split>:<record>:<image> (image -1 for a caption)
+  drawing: str  # inside its source: <split>:<record>:<image> (image -1 for a caption), or the file's path
+  source: str  # the source's directory on this machine
   row: int
 
-  def to_json(self) -> dict:
-    return {'patent_id': self.patent_id, 'title': self.title, 'class': self.class_, 'score': self.score,
-            'view': self.view, 'kind': self.kind, 'drawing': self.drawing}
+  def to_json(self, with_source: bool = True) -> dict:
+    """As JSON; ``with_source=False`` leaves out the directory (the server shows no paths of its machine)."""
+    out = {'patent_id': self.patent_id, 'title': self.title, 'class': self.class_, 'score': self.score,
+           'view': self.view, 'kind': self.kind, 'drawing': self.drawing}
+    return {**out, 'source': self.source} if with_source else out
 
 
 class Searcher:
@@ -71,8 +72,10 @@ class Searcher:
                                                                           self.normalization), index_dir)
     self.clip = place_on_devices(self.clip)  # once, not on every query
     meta = self.index.meta
+    class_ids = {c: i for i, c in enumerate(CLASS_CODES)}  # a class the source does not say: -1, never matched
     self.device_index = DeviceIndex(self.index.vectors, np.array([KINDS.index(k) for k in meta['kind']]),
-                                    np.array([CLASS_CODES.index(c) for c in meta['class']]), devices=devices)
+                                    np.array([class_ids.get(c, -1) for c in meta['class']]), devices=devices)
+    self.sources = [manifest.source(i) for i in range(len(manifest.datasets))]
     self.batch_size = batch_size
 
   # -- query encoding -------------------------------------------------------------------------------
@@ -82,6 +85,8 @@ class Searcher:
     drawings: the same crop, label removal, padding and resize, at the index's sheet size."""
     try:
       gray = image_ops.load_gray(data)
+    except image_ops.ImageTooLargeError as e:
+      raise SearchError(f'query image {name}: {e}') from None
     except (UnidentifiedImageError, OSError, ValueError) as e:  # PIL's 'cannot identify' names no file: drop it
       detail = '' if isinstance(e, UnidentifiedImageError) else f' ({e})'
       raise SearchError(f'query image {name}: cannot be decoded as a TIFF, PNG or JPEG drawing{detail}') from None
@@ -133,26 +138,16 @@ class Searcher:
 
   def _hit(self, row: int, score: float) -> Hit:
     m = {c: self.index.meta[c][row] for c in index_lib.META_COLUMNS}
-    data_dir = self.index.manifest.datasets[int(m['dataset'])]['data_dir']
+    drawing = str(m['path']) or f'{m["split"]}:{m["record"]}:{m["image"]}'
     return Hit(patent_id=str(m['patent_id']), title=str(m['title']), class_=str(m['class']), score=float(score),
-               view=str(m['view']), kind=str(m['kind']), drawing=f'{data_dir}:{m["split"]}:{m["record"]}:{m["image"]}',
-               row=row)
+               view=str(m['view']), kind=str(m['kind']), drawing=drawing,
+               source=self.sources[int(m['dataset'])].location, row=row)
 
   # -- drawings for display -------------------------------------------------------------------------
 
   def thumbnail(self, hit: Hit) -> bytes | None:
-    """The hit's drawing as stored in its data set (PNG); for a caption hit, the patent's first
-    drawing. None where the data set is no longer at the indexed path."""
-    m = {c: self.index.meta[c][hit.row] for c in ('dataset', 'split', 'record', 'image')}
-    data_dir = self.index.manifest.datasets[int(m['dataset'])]['data_dir']
-    try:
-      record = _source(data_dir, str(m['split']))[int(m['record'])]
-    except (FileNotFoundError, ValueError, IndexError):
-      return None
-    drawings = record['images']
-    return drawings[max(int(m['image']), 0)] if len(drawings) else None
-
-
-@functools.lru_cache(maxsize=16)
-def _source(data_dir: str, split: str):
-  return pipeline.open_split(data_dir, split)
+    """The hit's drawing as the index embedded it (PNG); for a caption hit, the patent's first drawing.
+    None where its source is no longer at the indexed path."""
+    m = {c: self.index.meta[c][hit.row] for c in ('dataset', 'split', 'record', 'image', 'path')}
+    return self.sources[int(m['dataset'])].drawing(str(m['split']), int(m['record']), int(m['image']), str(m['path']),
+                                                   self.index.manifest.sheet_size)

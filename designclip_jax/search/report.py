@@ -38,7 +38,7 @@ def data_uri(png: bytes | None) -> str:
   return 'data:image/png;base64,' + base64.b64encode(png).decode() if png else ''
 
 
-def _form(text: str, class_code: str, top: int, target: str) -> str:
+def _form(text: str, class_code: str, top: int, target: str, max_top: int) -> str:
   options = ''.join(f'<option value="{t}"{" selected" if t == target else ""}>{t}</option>'
                     for t in ('drawings', 'captions', 'all'))
   return f"""<form method="post" action="/" enctype="multipart/form-data">
@@ -47,19 +47,19 @@ def _form(text: str, class_code: str, top: int, target: str) -> str:
 <div class="row"><input type="text" name="text" placeholder="words, e.g. a chair with curved legs"
  value="{html.escape(text)}"></div>
 <div class="row"><label>class <input name="class_code" size="5" placeholder="any" value="{html.escape(class_code)}"></label>
-<label>top <input name="top" type="number" min="1" max="500" value="{top}" style="width:4rem"></label>
+<label>top <input name="top" type="number" min="1" max="{max_top}" value="{top}" style="width:4rem"></label>
 <label>match <select name="target">{options}</select></label>
 <button type="submit" id="search">Search</button></div></form>"""
 
 
 def render(*, title: str, hits=(), thumbnails=(), query_sheets=(), text: str = '', class_code: str = '',
            top: int = 20, target: str = 'drawings', error: str | None = None, form: bool = False,
-           footer: str = '') -> str:
+           footer: str = '', max_top: int = 100) -> str:
   """The page: optional form, the query as the model saw it, then one card per hit, best first."""
   parts = [f'<!doctype html><html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
            f'<style>{_STYLE}</style></head><body><h1>{html.escape(title)}</h1>']
   if form:
-    parts.append(_form(text, class_code, top, target))
+    parts.append(_form(text, class_code, top, target, max_top))
   if error:
     parts.append(f'<div class="error" id="error">{html.escape(error)}</div>')
   if error:  # the query was not run: no query or result section
@@ -75,9 +75,10 @@ def render(*, title: str, hits=(), thumbnails=(), query_sheets=(), text: str = '
     for rank, (hit, thumb) in enumerate(zip(hits, thumbnails), 1):
       image = f'<img alt="drawing of {html.escape(hit.patent_id)}" src="{data_uri(thumb)}">' if thumb else \
           '<div class="muted">drawing not available (data set moved)</div>'
+      details = [f'class {html.escape(hit.class_)}' if hit.class_ else '', html.escape(hit.view or hit.kind)]
       parts.append(f'<li class="hit">{image}<div><span class="id">{rank}. {html.escape(hit.patent_id)}</span>'
                    f'<span class="score">{hit.score:.3f}</span></div><div>{html.escape(hit.title)}</div>'
-                   f'<div class="muted">class {html.escape(hit.class_)} · {html.escape(hit.view or hit.kind)}'
+                   f'<div class="muted">{" · ".join(d for d in details if d)}'
                    f'{" (caption)" if hit.kind == "caption" else ""}</div></li>')
     parts.append('</ol>')
   elif query_sheets or text:

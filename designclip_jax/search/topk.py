@@ -5,7 +5,8 @@ at a time, masked by the row filter, reduced to its top k and merged into a runn
 (queries × index) score matrix never exists. The per-device candidates are then all-gathered and
 merged. ``jax.lax.approx_max_k`` is used per chunk only on TPU, where it is optimised (elsewhere it
 falls back to a sort); its reduction dimension is each chunk, never a sharded axis, and
-``reduction_input_size_override`` tells it the whole index size so the recall target holds overall.
+``reduction_input_size_override`` tells it the whole (padded) index size so the recall target holds
+overall. ``compile_for`` lowers the same program for abstract devices (a TPU topology's) from shapes alone.
 """
 
 from __future__ import annotations
@@ -29,6 +30,14 @@ def default_method() -> str:
   return 'approx' if jax.default_backend() == 'tpu' else 'exact'
 
 
+def layout(num_rows: int, num_devices: int, chunk: int = DEFAULT_CHUNK) -> tuple[int, int]:
+  """(chunk, padded rows): a chunk of at most ``chunk`` rows (a multiple of 8), and the rows padded to a
+  whole number of chunks on every device."""
+  per_device = -(-max(num_rows, 1) // num_devices)
+  chunk = min(chunk, -(-per_device // 8) * 8)
+  return chunk, -(-per_device // chunk) * chunk * num_devices
+
+
 class DeviceIndex:
   """L2-normalised row vectors (float16 or float32) and per-row int codes (kind, class), on devices.
 
@@ -39,10 +48,8 @@ class DeviceIndex:
     devices = devices if devices is not None else jax.local_devices()
     self.mesh = sharding.make_mesh(-1, 1, devices=devices)
     self.num_rows, self.dim = vectors.shape
-    per_device = -(-max(self.num_rows, 1) // len(devices))
-    self.chunk = min(chunk, -(-per_device // 8) * 8)
-    per_device = -(-per_device // self.chunk) * self.chunk
-    pad = per_device * len(devices) - self.num_rows
+    self.chunk, padded = layout(self.num_rows, len(devices), chunk)
+    pad = padded - self.num_rows
     rows = NamedSharding(self.mesh, P(ROW_AXIS))
     self.vectors = jax.device_put(np.concatenate([vectors, np.zeros((pad, self.dim), vectors.dtype)]),
                                   NamedSharding(self.mesh, P(ROW_AXIS, None)))
@@ -56,19 +63,32 @@ class DeviceIndex:
     k = max(1, min(k, self.vectors.shape[0]))
     wanted = np.zeros(8, bool)
     wanted[list(kinds)] = True
-    fn = _search_fn(self.mesh, k, self.chunk, self.method, self.num_rows)
+    fn = _search_fn(self.mesh, k, self.chunk, self.method)
     scores, ids = fn(jnp.asarray(queries, jnp.float32), self.vectors, self.kinds, self.classes,
                      jnp.asarray(wanted), jnp.int32(class_id))
     scores, ids = np.asarray(scores), np.asarray(ids)
     return scores, np.where(np.isfinite(scores), ids, -1)
 
 
+def compile_for(mesh, num_rows: int, dim: int, *, k: int, queries: int, method: str, chunk: int = DEFAULT_CHUNK,
+                dtype=jnp.float16):
+  """The search over ``num_rows`` rows on ``mesh``'s devices, lowered and compiled from shapes alone (no
+  array is allocated): with a TPU topology's abstract devices, XLA:TPU's own executable."""
+  chunk, padded = layout(num_rows, mesh.size, chunk)
+  spec = lambda shape, dtype, *axes: jax.ShapeDtypeStruct(shape, dtype, sharding=NamedSharding(mesh, P(*axes)))
+  args = (spec((queries, dim), jnp.float32), spec((padded, dim), dtype, ROW_AXIS, None),
+          spec((padded,), jnp.int32, ROW_AXIS), spec((padded,), jnp.int32, ROW_AXIS), spec((8,), jnp.bool_),
+          spec((), jnp.int32))
+  return _search_fn(mesh, min(k, padded), chunk, method).lower(*args).compile()
+
+
 @functools.cache
-def _search_fn(mesh, k: int, chunk: int, method: str, total_rows: int):
+def _search_fn(mesh, k: int, chunk: int, method: str):
   chunk_k = min(k, chunk)
 
   def local(queries, vectors, kinds, classes, wanted, class_id):
     n, d = vectors.shape
+    total_rows = n * mesh.size  # every device's rows, padding included: never less than one chunk
     offset = jax.lax.axis_index(ROW_AXIS) * n
     ok = (kinds >= 0) & wanted[jnp.maximum(kinds, 0)] & ((class_id < 0) | (classes == class_id))
     blocks = (vectors.reshape(n // chunk, chunk, d), ok.reshape(n // chunk, chunk), jnp.arange(n // chunk) * chunk)

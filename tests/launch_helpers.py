@@ -35,3 +35,8 @@ def mimalloc():
   lib = library('mimalloc')
   assert lib, f'no libmimalloc.so.3 in {sys.prefix}: cmeel-mimalloc is a default dependency (pip install -e .)'
   return lib
+
+
+def first_choice():
+  """What use_fast_allocator preloads: the OS's tcmalloc where installed, else the wheel's mimalloc."""
+  return library('tcmalloc') or mimalloc()

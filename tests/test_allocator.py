@@ -12,7 +12,7 @@ import textwrap
 
 import pytest
 
-from tests.launch_helpers import ROOT, env, library, mimalloc, shell
+from tests.launch_helpers import ROOT, env, first_choice, library, mimalloc, shell
 
 pytestmark = pytest.mark.skipif(sys.platform != 'linux', reason='LD_PRELOAD and /proc/PID/maps are Linux')
 
@@ -37,8 +37,8 @@ def test_without_a_preload_glibc_serves_malloc():
   assert described.startswith('glibc (') and os.path.basename(described[7:-1]).startswith('libc'), described
 
 
-def test_use_fast_allocator_prefers_mimalloc_and_keeps_other_preloads():
-  lib = mimalloc()
+def test_use_fast_allocator_prefers_tcmalloc_then_mimalloc_and_keeps_other_preloads():
+  lib = first_choice()
   assert shell(f'use_fast_allocator {shlex.quote(sys.prefix)}; echo "$LD_PRELOAD"')[1] == lib
   # relative venv paths become absolute: a child that changes directory still finds the library
   venv = pathlib.Path(sys.prefix)
@@ -54,12 +54,13 @@ def test_use_fast_allocator_leaves_a_choice_alone(env):
   assert status == 0 and out == env.get('LD_PRELOAD', 'unset')
 
 
-def test_asked_for_by_name():
-  if library('jemalloc') is None:
-    pytest.skip('jemalloc not installed here')
-  status, out, _ = shell(f'use_fast_allocator {shlex.quote(sys.prefix)}; echo "$LD_PRELOAD"',
-                          DESIGNCLIP_ALLOCATOR='jemalloc')
-  assert (status, out) == (0, library('jemalloc'))
+@pytest.mark.parametrize('name', ['mimalloc', 'jemalloc'])
+def test_asked_for_by_name(name):
+  lib = mimalloc() if name == 'mimalloc' else library(name)
+  if lib is None:
+    pytest.skip(f'{name} not installed here')
+  status, out, _ = shell(f'use_fast_allocator {shlex.quote(sys.prefix)}; echo "$LD_PRELOAD"', DESIGNCLIP_ALLOCATOR=name)
+  assert (status, out) == (0, lib)
 
 
 def test_with_none_found_python_runs_unchanged(tmp_path):
@@ -124,4 +125,5 @@ def test_training_logs_the_allocator_it_runs_under(tmp_path):
                        timeout=300)
   assert out.returncode == 2, out.stderr[-3000:]
   lib = shell(f'use_fast_allocator {shlex.quote(str(ROOT / ".venv"))}; echo "$LD_PRELOAD"')[1]
-  assert out.stdout.splitlines()[0] == f'allocator: mimalloc ({os.path.realpath(lib)})'
+  name = 'tcmalloc' if 'tcmalloc' in lib else 'mimalloc'
+  assert out.stdout.splitlines()[0] == f'allocator: {name} ({os.path.realpath(lib)})'

@@ -12,7 +12,7 @@ import zipfile
 import pytest
 import setuptools
 
-from tests.launch_helpers import ROOT, env, mimalloc
+from tests.launch_helpers import ROOT, env, first_choice
 
 
 def test_the_wheel_holds_every_module():
@@ -52,7 +52,7 @@ def test_tpu_pod_installs_one_wheel_everywhere_and_starts_under_the_allocator():
   wheel_path = str(ROOT / 'dist' / wheel)
   assert install == [f'{sys.prefix}/bin/pip', 'install', '--quiet', f'{wheel_path}[gcs,aot]']
   assert reinstall == [f'{sys.prefix}/bin/pip', 'install', '--quiet', '--force-reinstall', '--no-deps', wheel_path]
-  assert train[:4] == ['env', f'LD_PRELOAD={mimalloc()}', f'{sys.prefix}/bin/python', '-m']
+  assert train[:4] == ['env', f'LD_PRELOAD={first_choice()}', f'{sys.prefix}/bin/python', '-m']
   assert train[train.index('--workdir') + 1] == 'gs://bucket/run' and train[-1] == '--config.note=two words'
 
 
@@ -98,6 +98,6 @@ def test_tpu_pod_builds_the_wheel_and_the_worker_installs_it(tmp_path):
   assert (launch / 'configs' / 'synthetic_tiny.py').read_bytes() == (ROOT / 'configs' / 'synthetic_tiny.py').read_bytes()
   # the worker ran from the copy: the copied wheel, then training under the allocator
   train = shlex.split(out.stdout.splitlines()[-1])
-  assert train[:3] == ['env', f'LD_PRELOAD={mimalloc()}', f'{sys.prefix}/bin/python']
+  assert train[:3] == ['env', f'LD_PRELOAD={first_choice()}', f'{sys.prefix}/bin/python']
   assert train[train.index('--config') + 1] == str(launch / 'configs' / 'synthetic_tiny.py')
   assert f'{launch}/dist/{wheels[0].name}' in out.stdout

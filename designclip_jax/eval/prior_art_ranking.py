@@ -1,15 +1,16 @@
-"""Ranks of each query's relevant designs in its own gallery (the rule of eval.prior_art), computed in blocks on
+"""Ranks of each query's relevant designs in its own gallery (the rule of eval.prior_art), scored in blocks on
 every local device: the patents x patents score matrix is never formed.
 
 The collection is put in effective-date order once, so a query's gallery is a prefix of that order (the patents
 filed before its cut-off) less its family. Queries go in date order, in blocks of B; a block's scores against the
-prefix its latest query needs (W patents, W rounded up to a chunk count that is a power of two) are one (B, W)
-float32 array on the devices, B x W <= ``block_scores``, assembled chunk by chunk by a ``Scorer``. From it, for
-each relevant design, the devices count the patents of its query's gallery placed before it (a higher score, or
-an equal score and an earlier collection row); its rank is 1 + that count. The relevant design's score is read
-from the same array, so a tie is a tie. Memory: the scorer's data (O(P·D)) and one block, at any collection
-size; work: each query's scores against its prefix (half the collection on average) and R comparisons per score
-for R relevant designs.
+prefix its latest query needs (W patents, W rounded up to a chunk count that is a power of two) are computed on
+the devices, chunk by chunk, by a ``Scorer`` (full float32), and brought to the host as one (B, W) array,
+B x W <= ``block_scores`` (as eval.ranking does for DeepPatent). There each query's gallery scores other than its
+relevant designs are sorted once (one sort of the block), and each relevant design's rank is 1 + the gallery
+patents placed before it: a higher score, or an equal score at an earlier collection row. A relevant design's
+score is read from the same array as the others', so a tie is a tie. Memory: the scorer's data (O(P·D)) and one
+block, at any collection size; work: each query's scores against its prefix (half the collection on average) and
+a sort of them.
 """
 
 from __future__ import annotations
@@ -24,7 +25,6 @@ from designclip_jax.eval.metrics import l2_normalize
 from designclip_jax.eval.prior_art import Judgments, codes
 
 CHUNK = 8192          # gallery patents (or drawings) per device call
-RELEVANT_SLICE = 16   # relevant designs counted per call (one compiled shape): a query with more takes several
 
 
 def _mesh() -> Mesh | None:
@@ -126,24 +126,25 @@ class BestViewPair(Scorer):
     return row[:, :width]
 
 
-@jax.jit
-def _count_before(scores, relevant_pos, gallery_end, query_family, family_by_pos, row_by_pos):
-  """(B, R) int32: per relevant design (its position in date order; -1 padding), the patents of its query's gallery
-  (positions < gallery_end, another family) placed before it: a higher score, or an equal one at an earlier row."""
-  width = scores.shape[1]
-  safe = jnp.clip(relevant_pos, 0, width - 1)
-  own_score = jnp.take_along_axis(scores, safe, axis=1)[:, :, None]
-  own_row = row_by_pos[safe][:, :, None]
-  in_gallery = (jnp.arange(width)[None, :] < gallery_end[:, None]) & (family_by_pos[None, :] != query_family[:, None])
-  x = scores[:, None, :]
-  before = (x > own_score) | ((x == own_score) & (row_by_pos[None, None, :] < own_row))
-  return jnp.sum(before & in_gallery[:, None, :], axis=2, dtype=jnp.int32)
-
-
 def _bucket(n: int, chunk: int, full: int) -> int:
   """Width covering n positions: a power-of-two number of chunks, at most the whole (padded) collection."""
   chunks = max(1, -(-n // chunk))
   return min(full, chunk << int(np.ceil(np.log2(chunks))))
+
+
+def _rank_in_gallery(row, in_gallery, sorted_others, relevant, row_by_pos):
+  """1-based ranks of ``relevant`` (positions) among the gallery positions of one query: ``row`` its scores,
+  ``in_gallery`` its gallery mask, ``sorted_others`` the scores of its gallery's other patents, ascending. Before a
+  design: a higher score, or an equal one at an earlier collection row."""
+  own, own_row = row[relevant], row_by_pos[relevant]
+  higher = sorted_others.size - np.searchsorted(sorted_others, own, side='right')
+  tied = np.searchsorted(sorted_others, own, side='right') - np.searchsorted(sorted_others, own, side='left')
+  others = in_gallery.copy()
+  others[relevant] = False
+  for i in np.flatnonzero(tied):  # exact ties with other patents (rare but for duplicates and the baselines): by row
+    higher[i] += np.count_nonzero(row_by_pos[np.flatnonzero(others & (row == own[i]))] < own_row[i])
+  among = (own[None, :] > own[:, None]) | ((own[None, :] == own[:, None]) & (own_row[None, :] < own_row[:, None]))
+  return 1 + higher + among.sum(axis=1)
 
 
 def citation_ranks(scorer: Scorer, effective, family, judged: Judgments, *, chunk: int = CHUNK,
@@ -157,15 +158,14 @@ def citation_ranks(scorer: Scorer, effective, family, judged: Judgments, *, chun
   pos_of_row = np.empty(num, np.int64)
   pos_of_row[order] = np.arange(num)
   full = -(-num // chunk) * chunk
-  family_by_pos = np.concatenate([family[order], np.full(full - num, -1)]).astype(np.int32)
-  row_by_pos = np.concatenate([order, np.full(full - num, num)]).astype(np.int32)
+  family_by_pos = np.concatenate([family[order], np.full(full - num, -1)])
+  row_by_pos = np.concatenate([order, np.full(full - num, num)])
   scorer.prepare(order, chunk)
   gallery_end = np.searchsorted(days[order], days[judged.queries], side='left')
   by_date = np.argsort(gallery_end, kind='stable')
   devices = len(jax.local_devices())
   most = -(-len(by_date) // devices) * devices
   ranks = np.zeros(judged.relevant.size, np.int64)
-  per_width = {}
   i = 0
   while i < len(by_date):
     # rows per block: a function of the width alone (few compiled shapes), never more than all the queries
@@ -176,22 +176,18 @@ def citation_ranks(scorer: Scorer, effective, family, judged: Judgments, *, chun
     rows = rows_for(width)
     block = by_date[i:i + rows]
     i += len(block)
-    pad = rows - len(block)
-    query_rows = np.concatenate([judged.queries[block], np.repeat(judged.queries[block[:1]], pad)])
-    ends = np.concatenate([gallery_end[block], np.zeros(pad, np.int64)]).astype(np.int32)
-    if width not in per_width:
-      per_width[width] = (put_replicated(family_by_pos[:width]), put_replicated(row_by_pos[:width]))
-    scores = scorer.scores(query_rows, width)
-    ends, query_family = put_rows(ends), put_rows(family[query_rows].astype(np.int32))
-    sizes = np.diff(judged.offsets)[block]
-    r = RELEVANT_SLICE
-    for r0 in range(0, int(sizes.max()), r):
-      taken = np.clip(sizes - r0, 0, r)
-      valid = np.zeros((rows, r), bool)
-      valid[:len(block)] = np.arange(r)[None, :] < taken[:, None]
-      flat = np.zeros((rows, r), np.int64)
-      flat[:len(block)] = judged.offsets[block][:, None] + r0 + np.arange(r)[None, :]
-      relevant_pos = np.where(valid, pos_of_row[judged.relevant[np.where(valid, flat, 0)]], -1).astype(np.int32)
-      before = _count_before(scores, put_rows(relevant_pos), ends, query_family, *per_width[width])
-      ranks[flat[valid]] = 1 + np.asarray(before)[valid]
+    query_rows = np.concatenate([judged.queries[block], np.repeat(judged.queries[block[:1]], rows - len(block))])
+    scores = np.asarray(scorer.scores(query_rows, width))  # (rows, width) on the host: the block's only copy
+    in_gallery = (np.arange(width)[None, :] < gallery_end[block][:, None]) & (
+        family_by_pos[None, :width] != family[judged.queries[block]][:, None])
+    others = np.where(in_gallery, scores[:len(block)], np.inf)
+    for b, q in enumerate(block):
+      relevant = pos_of_row[judged.relevant_of(q)]
+      others[b, relevant] = np.inf
+    others.sort(axis=1)  # each row: its gallery's other patents ascending, then +inf
+    counts = in_gallery.sum(axis=1) - np.diff(judged.offsets)[block]
+    for b, q in enumerate(block):
+      relevant = pos_of_row[judged.relevant_of(q)]
+      ranks[judged.offsets[q]:judged.offsets[q + 1]] = _rank_in_gallery(
+          scores[b], in_gallery[b], others[b, :counts[b]], relevant, row_by_pos)
   return ranks

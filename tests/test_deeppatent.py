@@ -153,21 +153,23 @@ def test_missing_and_unreadable_images_stop_or_are_counted(deeppatent_tree, tiny
   gone = [p for p, label in zip(db, db_labels) if label == '1']  # query 1 loses every relevant DB image
   for path in gone:
     os.remove(root / path)
-  corrupt = next(p for p, label in zip(db, db_labels) if label == '2')
+  corrupt, bomb = [p for p, label in zip(db, db_labels) if label == '2'][:2]
   (root / corrupt).write_bytes(b'not a png')
+  from PIL import Image
+  Image.new('1', (8000, 8000), 1).save(root / bomb)  # 64 megapixels in a few KB: past data.images.MAX_PIXELS
   argv = ['--checkpoint', tiny_checkpoint, '--deeppatent', str(root), '--task', 'image_retrieval', '--output',
           str(tmp_path / 'dp.json')]
   with pytest.raises(SystemExit) as e:
     main(argv)
   assert e.value.code == 2
   err = capsys.readouterr().err
-  assert f'{len(gone) + 1} of the {len(db)} test DB images are missing or unreadable' in err
-  assert gone[0] in err and corrupt in err and '--skip-missing' in err
+  assert f'{len(gone) + 2} of the {len(db)} test DB images are missing, unreadable or past the pixel limit' in err
+  assert gone[0] in err and corrupt in err and bomb in err and '--skip-missing' in err
   assert not (tmp_path / 'dp.json').exists()
 
   main(argv + ['--skip-missing', '--save-embeddings', str(tmp_path / 'dp.npz')])
   got = json.loads((tmp_path / 'dp.json').read_text())
-  assert got['skipped_missing'] == len(gone) + 1
+  assert got['skipped_missing'] == len(gone) + 2
   assert 'skipped_missing' in capsys.readouterr().out
   # the query left without a relevant item counts as the official code counts it, and the JSON says so
   assert got['queries_without_relevant'] == 1 and got['num_queries'] == 10

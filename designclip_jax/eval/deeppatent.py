@@ -15,7 +15,6 @@ import os
 import jax
 import numpy as np
 from jax.experimental import multihost_utils
-from PIL import Image
 
 from designclip_jax.data import images as image_ops
 from designclip_jax.eval.embed import embed_images, place_on_devices
@@ -70,8 +69,8 @@ def read_split(root: str, split: str) -> dict:
 
 
 def _readable(path: str) -> bool:
-  try:
-    with Image.open(path) as image:
+  try:  # open_image refuses a drawing past data.images.MAX_PIXELS from its header (ImageTooLargeError)
+    with image_ops.open_image(path) as image:
       image.verify()  # reads the whole file: a truncated or corrupt image fails here, not mid-embedding
     return True
   except (OSError, SyntaxError, ValueError):
@@ -115,7 +114,7 @@ def embed_split(clip, root: str, split: str, *, batch_size: int = 128, normaliza
     what = f'{split} {"query" if key == "query" else "DB"}'
     readable = _readable_everywhere([os.path.join(root, p) for p in paths])
     paths, labels, bad = _keep_present(paths, labels, readable, skip_missing,
-                                       f'{what} images are missing or unreadable under {root}')
+                                       f'{what} images are missing, unreadable or past the pixel limit under {root}')
     if not paths:
       raise ValueError(f'none of the {len(bad)} {what} images listed in {list_path} could be read')
     out['skipped_missing'] += len(bad)

@@ -45,8 +45,8 @@ def contrastive_sum(rows_a, rows_b, cols_a, cols_b, row_ids, col_ids, row_offset
 
   rows_a, rows_b: (b, D) this device's embeddings of the two modalities (pairs are row-aligned).
   cols_a, cols_b: (B, D) the same for the whole global batch; local row i is global row offset + i.
-  row_ids, col_ids: patent ids; a column of the same patent as row i (other than i itself) is a
-    duplicate and is removed from row i's softmax, never counted as a negative.
+  row_ids, col_ids: group ids (records; or families, to mask a record's whole family); a column of the same
+    group as row i (other than i itself) is removed from row i's softmax, never counted as a negative.
   weights: (b,) normalised example weights. logit_scale: scalar log inverse temperature, used as is (the
     train step clamps the parameter after each update: ``clamp_logit_scale``).
   Returns Σ_i w_i · ½(CE_a→b(i) + CE_b→a(i)).

@@ -1,8 +1,10 @@
-"""The 33 USPC design classes (D1–D30, D32, D34, D99), in one fixed order used everywhere; the normal
-forms of USPC and Locarno codes as the USPTO's files write them."""
+"""The label schemes a model is trained and evaluated on, each with its classes in one fixed order: the 33
+USPC design classes (D1–D30, D32, D34, D99) and the Locarno classes (01–32 and 99); the normal forms of USPC
+and Locarno codes as the USPTO's files write them."""
 
 from __future__ import annotations
 
+import dataclasses
 import re
 
 # (code, name, IMPACT training-set size). The sizes are the long-tail profile the synthetic set
@@ -83,6 +85,83 @@ def uspc_code(text: str) -> str:
   klass, sub, decimals, letters = m.groups()
   klass = 'D' + str(int(klass[1:].replace(' ', '0'))) if klass[0] == 'D' else str(int(klass.replace(' ', '0')))
   return f'{klass}/{int(sub.replace(" ", "0"))}{"." + decimals if decimals else ""}{letters}'
+
+
+# Locarno class headings (the International Classification for Industrial Designs), as WIPO's LOCPUB lists
+# them for the 13th (2021) and 14th (2023) editions: https://locpub.wipo.int/enfr/?notion=class_headings&
+# version=20230101 (classes 1-6 checked against LOCPUB's 20210101 page; 1-32 against two independent
+# transcriptions of the list). Earlier editions named a few classes differently (11th: 9 'Packages and
+# containers ...', 14 'Recording, communication or information retrieval equipment'); a transcription of the
+# 15th (2025) adds interiors and exteriors to class 32 (new subclass 32-02), not verified against WIPO.
+# Class 99 (Miscellaneous, subclass 99-00) holds goods no class names; grants carry it, so it is a class here.
+LOCARNO_CLASSES: tuple[tuple[str, str], ...] = (
+    ('01', 'Foodstuffs'),
+    ('02', 'Articles of clothing and haberdashery'),
+    ('03', 'Travel goods, cases, parasols and personal belongings, not elsewhere specified'),
+    ('04', 'Brushware'),
+    ('05', 'Textile piece goods, artificial and natural sheet material'),
+    ('06', 'Furnishing'),
+    ('07', 'Household goods, not elsewhere specified'),
+    ('08', 'Tools and hardware'),
+    ('09', 'Packaging and containers for the transport or handling of goods'),
+    ('10', 'Clocks and watches and other measuring instruments, checking and signalling instruments'),
+    ('11', 'Articles of adornment'),
+    ('12', 'Means of transport or hoisting'),
+    ('13', 'Equipment for production, distribution or transformation of electricity'),
+    ('14', 'Recording, telecommunication or data processing equipment'),
+    ('15', 'Machines, not elsewhere specified'),
+    ('16', 'Photographic, cinematographic and optical apparatus'),
+    ('17', 'Musical instruments'),
+    ('18', 'Printing and office machinery'),
+    ('19', "Stationery and office equipment, artists' and teaching materials"),
+    ('20', 'Sales and advertising equipment, signs'),
+    ('21', 'Games, toys, tents and sports goods'),
+    ('22', 'Arms, pyrotechnic articles, articles for hunting, fishing and pest killing'),
+    ('23', 'Fluid distribution equipment, sanitary, heating, ventilation and air-conditioning equipment, solid fuel'),
+    ('24', 'Medical and laboratory equipment'),
+    ('25', 'Building units and construction elements'),
+    ('26', 'Lighting apparatus'),
+    ('27', "Tobacco and smokers' supplies"),
+    ('28', 'Pharmaceutical and cosmetic products, toilet articles and apparatus'),
+    ('29', 'Devices and equipment against fire hazards, for accident prevention and for rescue'),
+    ('30', 'Articles for the care and handling of animals'),
+    ('31', 'Machines and appliances for preparing food or drink, not elsewhere specified'),
+    ('32', 'Graphic symbols and logos, surface patterns, ornamentation'),
+    ('99', 'Miscellaneous'),
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class LabelScheme:
+  """The classes a model's labels index: codes and names in label order."""
+  name: str
+  codes: tuple[str, ...]
+  names: tuple[str, ...]
+
+  def __len__(self) -> int:
+    return len(self.codes)
+
+
+USPC = LabelScheme('uspc', CLASS_CODES, CLASS_NAMES)
+LOCARNO = LabelScheme('locarno', tuple(c for c, _ in LOCARNO_CLASSES), tuple(n for _, n in LOCARNO_CLASSES))
+LABEL_SCHEMES = {s.name: s for s in (USPC, LOCARNO)}
+NO_LABEL = -1  # a record its scheme cannot label (no Locarno code): never trained on or scored under that scheme
+_LOCARNO_INDEX = {code: i for i, code in enumerate(LOCARNO.codes)}
+
+
+def label_scheme(name: str) -> LabelScheme:
+  if name not in LABEL_SCHEMES:
+    raise ValueError(f'label scheme {name!r} is not one of {sorted(LABEL_SCHEMES)}')
+  return LABEL_SCHEMES[name]
+
+
+def locarno_class_index(code: str) -> int:
+  """Index in ``LOCARNO`` of the class of a normal-form code ('28-03' -> class 28); NO_LABEL for ''."""
+  if not code:
+    return NO_LABEL
+  if code[:2] not in _LOCARNO_INDEX:
+    raise ValueError(f'{code!r} names Locarno class {code[:2]}, which is not one of {", ".join(LOCARNO.codes)}')
+  return _LOCARNO_INDEX[code[:2]]
 
 
 # Locarno: 32 classes (01-32) and 99 (miscellaneous), each with subclasses; written '2803' or '28-03'.

@@ -19,6 +19,7 @@ from etils import epath
 from PIL import Image
 
 from designclip_jax.data import images as image_ops
+from designclip_jax.data.classes import NO_LABEL, label_scheme, locarno_class_index
 from designclip_jax.data.impact import VIEWS
 from designclip_jax.data.layout import CLASSES_FILE, DATASET_NAME, RECORD_INDEX, TOKENIZER_DIR
 
@@ -52,6 +53,20 @@ def class_table(data_dir: str) -> dict:
   return json.loads(path.read_text())
 
 
+def label_table(data_dir: str, scheme: str) -> dict:
+  """``codes``, ``names`` and ``train_counts`` of a label scheme ('uspc' | 'locarno') in the data set's class
+  table (classes.json: USPC at the top, as every data set has it; Locarno under 'locarno')."""
+  label_scheme(scheme)  # a clear error for an unknown name
+  table = class_table(data_dir)
+  if scheme == 'uspc':
+    return {k: table[k] for k in ('codes', 'names', 'train_counts')}
+  if scheme not in table:
+    raise FileNotFoundError(f'{epath.Path(data_dir, CLASSES_FILE)} has no {scheme} table: {data_dir!r} was ingested by '
+                            'an older version; run python -m designclip_jax.data.ingest --overwrite again (the '
+                            'embedded synthetic set: delete that folder and it is rebuilt)')
+  return table[scheme]
+
+
 def tokenizer_dir(data_dir: str) -> str:
   return os.path.join(data_dir, TOKENIZER_DIR)
 
@@ -64,12 +79,22 @@ def class_weights(train_counts, beta: float) -> np.ndarray:
     return np.where(counts > 0, freq ** -beta, 0.0)
 
 
+def label_counts(labels: np.ndarray, num_classes: int) -> np.ndarray:
+  """Records per class; records without a label (NO_LABEL) are not counted."""
+  return np.bincount(labels[labels != NO_LABEL], minlength=num_classes)
+
+
 def sampling_cdf(labels: np.ndarray, num_classes: int, beta: float) -> np.ndarray:
   """Cumulative draw probabilities over records: P(record i) ∝ f_{c(i)}^-β, so class c's share of
-  draws is ∝ n_c^(1-β) (β=0 natural, β=1 balanced, β>1 tail-favoured)."""
-  counts = np.bincount(labels, minlength=num_classes)
-  p = class_weights(counts, beta)[labels]
-  return np.cumsum(p / p.sum())
+  draws is ∝ n_c^(1-β) (β=0 natural, β=1 balanced, β>1 tail-favoured). A record without a label is never
+  drawn (probability 0; the CDF is exactly 1 from the last labelled record on)."""
+  labelled = labels != NO_LABEL
+  if not labelled.any():
+    raise ValueError('no training record has a label of this scheme: nothing to sample')
+  p = np.where(labelled, class_weights(label_counts(labels, num_classes), beta)[np.where(labelled, labels, 0)], 0.0)
+  cdf = np.cumsum(p / p.sum())
+  cdf[np.flatnonzero(labelled)[-1]:] = 1.0  # a draw past a rounded-down total still lands on a labelled record
+  return cdf
 
 
 def draw_record(cdf: np.ndarray, rng: np.random.Generator) -> int:
@@ -85,9 +110,21 @@ class RecordIndex:
   view_offsets: np.ndarray  # (n + 1,): record i's view ids are views[view_offsets[i]:view_offsets[i + 1]]
   views: np.ndarray         # (total images,) int, indices into VIEWS
   family: np.ndarray        # (n,) str: family id (the patent's own id when the input gave no family)
+  locarno: np.ndarray       # (n,) str: Locarno class-subclass ('28-03'); '' when the input gave none
 
   def __len__(self) -> int:
     return len(self.label)
+
+  def labels(self, scheme: str) -> np.ndarray:
+    """(n,) int class indices under a label scheme ('uspc' | 'locarno'); NO_LABEL where the record has none."""
+    label_scheme(scheme)
+    if scheme == 'uspc':
+      return self.label
+    return np.array([locarno_class_index(str(code)) for code in self.locarno], np.int64)
+
+  def family_index(self) -> np.ndarray:
+    """(n,) int32: records of one family share a number (numbered by family id in sorted order)."""
+    return np.unique(self.family, return_inverse=True)[1].reshape(-1).astype(np.int32)
 
   def num_views(self) -> np.ndarray:
     return np.diff(self.view_offsets)
@@ -106,18 +143,20 @@ def record_index(data_dir: str, split: str) -> RecordIndex:
       raise FileNotFoundError(f'{path} has no family ids: {data_dir!r} was ingested by an older version; '
                               'run python -m designclip_jax.data.ingest --overwrite again')
     return RecordIndex(z['patent_id'], z['label'].astype(np.int64), z['view_offsets'], z['views'].astype(np.int64),
-                       z['family'])
+                       z['family'], z['locarno'])
 
 
 def batch_shapes(global_batch: int, image_size: int, context_length: int) -> dict:
   """Shape and dtype of every field of a training batch, as ``TrainTransform`` makes them: the one
   description the ahead-of-time compile and the benchmarks build their batches from. Drawings travel as
   uint8 with one grey channel (a quarter of float32's bytes per channel, a twelfth of float32 RGB) between
-  Grain workers and to the devices; the train step normalises them (``data.images.normalize``)."""
+  Grain workers and to the devices; the train step normalises them (``data.images.normalize``). ``label`` and
+  ``weight`` follow the run's label scheme; ``record`` and ``family`` number the drawn record and its family
+  (the contrastive losses mask one or the other)."""
   n = global_batch
   return {'image': ((n, image_size, image_size, 1), np.uint8), 'view': ((n, image_size, image_size, 1), np.uint8),
           'tokens': ((n, context_length), np.int32), 'label': ((n,), np.int32), 'weight': ((n,), np.float32),
-          'record': ((n,), np.int32), 'view_ids': ((n, 2), np.int32)}
+          'record': ((n,), np.int32), 'family': ((n,), np.int32), 'view_ids': ((n, 2), np.int32)}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -128,12 +167,14 @@ class TrainOptions:
   beta_sample: float = 1.2
   beta_loss: float = 1.2
   pair_strategy: str = 'cover'
+  label: str = 'uspc'  # the label scheme: classes.LABEL_SCHEMES
   augment: bool = True
   process_index: int = 0
   process_count: int = 1
   worker_count: int = 0
 
   def __post_init__(self):
+    label_scheme(self.label)
     if self.pair_strategy not in PAIR_STRATEGIES:
       raise ValueError(f'pair_strategy {self.pair_strategy!r} is not one of {PAIR_STRATEGIES}')
     if self.global_batch % self.process_count:
@@ -156,10 +197,12 @@ class TrainTransform:
   def __init__(self, data_dir: str, opts: TrainOptions, tokenizer):
     self.data_dir, self.opts, self.tokenizer = data_dir, opts, tokenizer
     self.source = open_split(data_dir, 'train')
-    labels = record_index(data_dir, 'train').label
-    num_classes = len(class_table(data_dir)['codes'])
-    self.loss_weights = class_weights(np.bincount(labels, minlength=num_classes), opts.beta_loss).astype(np.float32)
-    self.cdf = sampling_cdf(labels, num_classes, opts.beta_sample)
+    index = record_index(data_dir, 'train')
+    self.labels = index.labels(opts.label)  # records without a label of the scheme are never drawn
+    self.family = index.family_index()
+    num_classes = len(label_scheme(opts.label))
+    self.loss_weights = class_weights(label_counts(self.labels, num_classes), opts.beta_loss).astype(np.float32)
+    self.cdf = sampling_cdf(self.labels, num_classes, opts.beta_sample)
     self.local_batch = opts.global_batch // opts.process_count
 
   def global_index(self, local_index: int) -> int:
@@ -181,12 +224,12 @@ class TrainTransform:
 
     caption = record['caption']
     caption = caption.decode() if isinstance(caption, bytes) else caption
-    label = int(record['label'])
+    label = int(self.labels[record_index])
     return {
         'image': pixels(first), 'view': pixels(second),
         'tokens': self.tokenizer([caption])[0],
         'label': np.int32(label), 'weight': self.loss_weights[label],
-        'record': np.int32(record_index), 'view_ids': np.array([record['views'][first], record['views'][second]],
+        'record': np.int32(record_index), 'family': self.family[record_index], 'view_ids': np.array([record['views'][first], record['views'][second]],
                                                                 np.int32),
     }
 

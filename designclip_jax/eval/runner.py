@@ -9,6 +9,7 @@ import os
 import numpy as np
 
 from designclip_jax.data import pipeline
+from designclip_jax.data.classes import NO_LABEL
 from designclip_jax.eval import metrics
 from designclip_jax.eval.embed import embed_images, embed_texts, place_on_devices
 
@@ -24,7 +25,8 @@ TABLE_KEYS = {
     'linear_probe': ('probe_acc', 'probe_balanced_acc'),
 }
 # Counts printed under the metrics: what the scores are over.
-EXTRA_KEYS = ('num_queries', 'queries_without_relevant', 'skipped_missing', 'pairs', 'pairs_seed')
+EXTRA_KEYS = ('num_queries', 'queries_without_relevant', 'skipped_missing', 'pairs', 'pairs_seed',
+              'records_without_label')
 
 
 class SplitImages:
@@ -63,15 +65,15 @@ class SplitCaptions:
     return caption.decode() if isinstance(caption, bytes) else caption
 
 
-def split_records(data_dir: str, split: str) -> list[dict]:
-  """Index, patent id, class and number of drawings of every record of ``split``, from its record index (written
-  at ingest): no record is read, on any host. Drawings and captions are read on access (SplitImages,
-  SplitCaptions), each process its own share."""
+def split_records(data_dir: str, split: str, label: str = 'uspc') -> list[dict]:
+  """Index, patent id, class under the label scheme ``label`` (NO_LABEL where the record has none) and number of
+  drawings of every record of ``split``, from its record index (written at ingest): no record is read, on any
+  host. Drawings and captions are read on access (SplitImages, SplitCaptions), each process its own share."""
   index = pipeline.record_index(data_dir, split)
   if not len(index):
     raise ValueError(f'split {split!r} of {data_dir} is empty')
   return [{'index': i, 'patent_id': str(p), 'label': int(c), 'num_images': int(v)}
-          for i, (p, c, v) in enumerate(zip(index.patent_id, index.label, index.num_views()))]
+          for i, (p, c, v) in enumerate(zip(index.patent_id, index.labels(label), index.num_views()))]
 
 
 def retrieval_split(records):
@@ -113,22 +115,30 @@ def class_prompt_embeddings(clip, tokenizer, class_names, templates, batch_size:
 def evaluate(clip, tokenizer, data_dir: str, split: str, tasks, *, batch_size: int = 128, class_counts=None,
              template: str | tuple[str, ...] = DEFAULT_TEMPLATE, progress: bool = True,
              keep_arrays: bool = False, pixel_normalization: str = 'clip', pairs: int | None = None,
-             pairs_seed: int = 0, interrupt=None) -> dict:
+             pairs_seed: int = 0, interrupt=None, label: str = 'uspc') -> dict:
   """All requested tasks on ``split``; flat metric keys (fractions; ranks 1-based). Embedding runs on every
   device of every process (call it in every process); every process gets the same scores. Multimodal
   retrieval ranks within a fixed seeded subset of ``pairs`` records when given (the paper's 5,000).
+  Zero-shot (prompts name the classes of the label scheme ``label``), its head/medium/tail split (by
+  ``class_counts``, default the scheme's train counts) and the linear probe score the records that scheme
+  labels; ``records_without_label`` counts the split's others (Locarno: records without a Locarno code).
   With ``keep_arrays`` the per-class and per-query arrays and the retrieval split are kept too (for plots).
   ``interrupt()`` is asked before every embedding batch (see eval.embed); True stops with EmbeddingInterrupted."""
   unknown = set(tasks) - set(TASKS)
   if unknown:
     raise ValueError(f'unknown task(s) {sorted(unknown)}; choose from {TASKS}')
-  table = pipeline.class_table(data_dir)
+  table = pipeline.label_table(data_dir, label)
   class_counts = table['train_counts'] if class_counts is None else class_counts
-  records = split_records(data_dir, split)
+  records = split_records(data_dir, split, label)
   source = pipeline.open_split(data_dir, split)
-  labels = np.array([r['label'] for r in records])
-  clip = place_on_devices(clip)  # once, not in every embedding call
   out, arrays = {}, {}
+  labels = np.array([r['label'] for r in records])
+  labelled = labels != NO_LABEL
+  if {'zero_shot', 'linear_probe'} & set(tasks):
+    if not labelled.any():
+      raise ValueError(f'no record of split {split!r} has a {label} class: zero_shot and linear_probe need labels')
+    out['records_without_label'] = int((~labelled).sum())
+  clip = place_on_devices(clip)  # once, not in every embedding call
   embed = lambda images: embed_images(clip, images, batch_size=batch_size, progress=progress,
                                       normalization=pixel_normalization, interrupt=interrupt)
   cover_emb = None
@@ -137,7 +147,7 @@ def evaluate(clip, tokenizer, data_dir: str, split: str, tasks, *, batch_size: i
   if 'zero_shot' in tasks:
     templates = (template,) if isinstance(template, str) else tuple(template)
     classes = class_prompt_embeddings(clip, tokenizer, table['names'], templates, batch_size, interrupt)
-    scores = metrics.zero_shot(cover_emb, labels, classes, class_counts)
+    scores = metrics.zero_shot(cover_emb[labelled], labels[labelled], classes, class_counts)
     arrays['per_class_acc'], arrays['per_class_n'] = scores.pop('per_class_acc'), scores.pop('per_class_n')
     out.update(scores)
   if 'multimodal_retrieval' in tasks:
@@ -158,9 +168,10 @@ def evaluate(clip, tokenizer, data_dir: str, split: str, tasks, *, batch_size: i
                                gallery_images=gallery_images, query_ids=qids, gallery_ids=gids)
     out.update(scores)
   if 'linear_probe' in tasks:
-    train_labels = pipeline.record_index(data_dir, 'train').label
-    train_emb = embed(SplitImages(pipeline.open_split(data_dir, 'train'), [(i, 0) for i in range(len(train_labels))]))
-    scores = metrics.linear_probe(train_emb, train_labels, cover_emb, labels,
+    train_labels = pipeline.record_index(data_dir, 'train').labels(label)
+    train_rows = np.flatnonzero(train_labels != NO_LABEL)
+    train_emb = embed(SplitImages(pipeline.open_split(data_dir, 'train'), [(int(i), 0) for i in train_rows]))
+    scores = metrics.linear_probe(train_emb, train_labels[train_rows], cover_emb[labelled], labels[labelled],
                                   num_classes=len(table['codes']))
     scores.pop('probe_predictions')
     out.update(scores)

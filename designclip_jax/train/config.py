@@ -28,6 +28,8 @@ def base_config() -> ml_collections.ConfigDict:
   c.data.tokenizer_vocab = 2048    # synthetic set: BPE trained on its captions
   c.data.context_length = 77
   c.data.pair_strategy = 'cover'   # multi-view pairs: 'cover' | 'random' | 'front'
+  c.data.label = 'uspc'            # classes trained on and scored: 'uspc' (33 design classes, the paper) or
+                                   # 'locarno' (01-32, 99; records without a Locarno code are left out)
   c.data.augment = True
   c.data.worker_count = 0          # Grain worker processes (0 was fastest on 2 cores)
 
@@ -35,6 +37,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.loss.lambdas = (1.0, 0.1, 0.2)  # (CACLS, CACL, MVCL), the paper's values
   c.loss.beta_sample = 1.2          # class-aware sampling: P(record) ∝ f_c^-β
   c.loss.beta_loss = 1.2            # loss weights 1/f_c^β (mean 1 over the global batch)
+  # True: in L_CACL and L_MVCL another record of the same family (a continuation, a division: near-identical
+  # drawings) is no negative, as another draw of the same record never is; False (the paper): only the record
+  c.loss.mask_same_family = False
 
   c.train = ml_collections.ConfigDict()
   c.train.steps = 10000

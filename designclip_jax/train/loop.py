@@ -152,7 +152,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
   # ---- data; every host runs the same code, config and data, or all stop with one line naming the odd one
   data_dir = ensure_dataset(config.data)
   pipeline.dataset_dir(data_dir)  # a folder that holds no ingested data set: say so before anything starts
-  table = pipeline.class_table(data_dir)
+  table = pipeline.label_table(data_dir, config.data.label)  # the classes of the run's label scheme
   run = _Run(workdir, provenance.record(json.loads(config.to_json_best_effort()), data_dir))
   provenance.check_hosts_agree(run.record['code'], run.record['config'], run.record['data']['fingerprint'])
 
@@ -161,11 +161,11 @@ def train_and_evaluate(config, workdir: str) -> dict:
   mngr = run_checkpoints.manager(workdir, tc.keep_checkpoints)
   resuming = mngr.latest_step() is not None
   if resuming:
-    spec = ModelSpec.load(workdir).resumed_with(config.model, len(table['codes']))
+    spec = ModelSpec.load(workdir).resumed_with(config.model, len(table['codes']), config.data.label)
     tokenizer, init_tensors = spec.tokenizer(workdir), None
   else:
     spec, tokenizer, init_tensors = start_from_config(config.model, len(table['codes']),
-                                                      pipeline.tokenizer_dir(data_dir))
+                                                      pipeline.tokenizer_dir(data_dir), config.data.label)
   if jax.process_index() == 0:
     spec.save(workdir, None if resuming else tokenizer)
     (workdir / 'config.json').write_text(config.to_json_best_effort(indent=1))
@@ -179,7 +179,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
   tx = make_optimizer(tc)
   abstract_model, abstract_opt, model_state, opt_state = init_state(lambda: spec.build(tc.seed), tx, mesh)
   step_fn = jit_train_step(abstract_model, abstract_opt, mesh, lambdas, micro,
-                           pixel_normalization=spec.pixel_normalization)
+                           pixel_normalization=spec.pixel_normalization, mask_same_family=lc.mask_same_family)
   if init_tensors is not None:
     model_state = _load_pretrained_towers(model_state, step_fn.model_sharding, spec, init_tensors)
     del init_tensors
@@ -197,6 +197,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
   opts = pipeline.TrainOptions(
       image_size=spec.clip.vision.image_size, global_batch=tc.global_batch, seed=tc.seed,
       beta_sample=lc.beta_sample, beta_loss=lc.beta_loss, pair_strategy=config.data.pair_strategy,
+      label=config.data.label,
       augment=config.data.augment, process_index=jax.process_index(), process_count=jax.process_count(),
       worker_count=config.data.worker_count)
   # The stream is a function of the global step: resuming from the step, not from a saved iterator state (whose
@@ -208,7 +209,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
   def evaluate(split, tasks, progress=True):  # every process embeds a share; a preemption notice stops it
     model = nnx.merge(step_fn.model_graph, model_state)
     return runner.evaluate(model.clip, tokenizer, data_dir, split, tuple(tasks), batch_size=config.eval.batch_size,
-                           class_counts=table['train_counts'], template=config.eval.template,
+                           class_counts=table['train_counts'], label=config.data.label, template=config.eval.template,
                            pixel_normalization=spec.pixel_normalization, progress=progress,
                            interrupt=preemption.reached)
 

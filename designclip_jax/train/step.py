@@ -65,19 +65,21 @@ def global_contrastive_loss(a, b, ids, weights, logit_scale, mesh):
   return total / a.shape[0]
 
 
-def loss_terms(outputs, batch, logit_scale, lambdas, mesh):
-  """Every enabled loss term (each already a mean over the global batch)."""
+def loss_terms(outputs, batch, logit_scale, lambdas, mesh, mask_same_family: bool = False):
+  """Every enabled loss term (each already a mean over the global batch). The contrastive terms leave out of each
+  row's softmax the other draws of its record, or with ``mask_same_family`` every record of its family."""
   rows = NamedSharding(mesh, P(sharding.BATCH_AXES))  # loss inputs stay split by rows, as the towers left them
   outputs = {k: None if v is None else jax.lax.with_sharding_constraint(v, rows) for k, v in outputs.items()}
   w = batch['weight'].astype(jnp.float32)
   w = losses.normalize_weights(w, jnp.sum(w), w.shape[0])  # mean 1 over the global batch
+  groups = 'family' if mask_same_family else 'record'
   terms = {}
   if lambdas[0]:
     terms['cacls'] = losses.weighted_cross_entropy(outputs['class_logits'], batch['label'], w)
   if lambdas[1]:
-    terms['cacl'] = global_contrastive_loss(outputs['image'], outputs['text'], batch['record'], w, logit_scale, mesh)
+    terms['cacl'] = global_contrastive_loss(outputs['image'], outputs['text'], batch[groups], w, logit_scale, mesh)
   if lambdas[2]:
-    terms['mvcl'] = global_contrastive_loss(outputs['image'], outputs['view'], batch['record'], w, logit_scale, mesh)
+    terms['mvcl'] = global_contrastive_loss(outputs['image'], outputs['view'], batch[groups], w, logit_scale, mesh)
   return terms
 
 
@@ -88,10 +90,10 @@ def model_inputs(batch, pixel_normalization: str):
           'view': image_ops.normalize(batch['view'], pixel_normalization)}
 
 
-def forward_loss(model: DesignCLIP, batch, lambdas, mesh):
+def forward_loss(model: DesignCLIP, batch, lambdas, mesh, mask_same_family: bool = False):
   outputs = model(batch['image'], batch['view'], batch['tokens'], with_view=bool(lambdas[2]),
                   with_head=bool(lambdas[0]))
-  terms = loss_terms(outputs, batch, model.clip.logit_scale[...], lambdas, mesh)
+  terms = loss_terms(outputs, batch, model.clip.logit_scale[...], lambdas, mesh, mask_same_family)
   return losses.total_loss(terms, lambdas), terms
 
 
@@ -102,16 +104,17 @@ def _update(model: DesignCLIP, optimizer: nnx.Optimizer, grads):
   model.clip.logit_scale[...] = losses.clamp_logit_scale(model.clip.logit_scale[...])
 
 
-def train_step(model: DesignCLIP, optimizer: nnx.Optimizer, batch, *, lambdas, mesh):
+def train_step(model: DesignCLIP, optimizer: nnx.Optimizer, batch, *, lambdas, mesh, mask_same_family: bool = False):
   """One optimizer update in place; returns the step's metrics."""
   model.train()  # ResNet BatchNorm in 'batch' mode normalises with (and records) batch statistics
-  (loss, terms), grads = nnx.value_and_grad(forward_loss, has_aux=True)(model, batch, lambdas, mesh)
+  (loss, terms), grads = nnx.value_and_grad(forward_loss, has_aux=True)(model, batch, lambdas, mesh, mask_same_family)
   _update(model, optimizer, grads)
   return {'loss': loss, **terms, 'grad_norm': optax.global_norm(grads),
           'temperature': 1.0 / jnp.exp(model.clip.logit_scale[...])}
 
 
-def accumulated_train_step(model: DesignCLIP, optimizer: nnx.Optimizer, batch, *, lambdas, mesh, micro_batches):
+def accumulated_train_step(model: DesignCLIP, optimizer: nnx.Optimizer, batch, *, lambdas, mesh, micro_batches,
+                           mask_same_family: bool = False):
   """The update of ``train_step`` on the whole batch, holding activations for one micro-batch at a time
   (GradCache, Gao et al. 2021), so every contrastive negative is kept.
 
@@ -150,7 +153,7 @@ def accumulated_train_step(model: DesignCLIP, optimizer: nnx.Optimizer, batch, *
   def contrastive(embeddings, logit_scale):
     outputs = {**embeddings, 'view': embeddings.get('view'), 'class_logits': None}
     contrastive_lambdas = (0.0, lambdas[1], lambdas[2])
-    terms = loss_terms(outputs, batch, logit_scale, contrastive_lambdas, mesh)
+    terms = loss_terms(outputs, batch, logit_scale, contrastive_lambdas, mesh, mask_same_family)
     return losses.total_loss(terms, contrastive_lambdas), terms
 
   logit_scale = params['clip']['logit_scale'][...]
@@ -196,9 +199,10 @@ class JittedTrainStep:
 
 
 def jit_train_step(abstract_model, abstract_opt, mesh, lambdas, micro_batches: int = 1, *,
-                   pixel_normalization: str) -> JittedTrainStep:
+                   pixel_normalization: str, mask_same_family: bool = False) -> JittedTrainStep:
   """The step takes batches as data.pipeline ships them (``pipeline.batch_shapes``): uint8 drawings, normalised
-  inside by ``pixel_normalization`` (data.images.PIXEL_NORMALIZATIONS)."""
+  inside by ``pixel_normalization`` (data.images.PIXEL_NORMALIZATIONS). ``mask_same_family``: the contrastive
+  losses leave a row's whole family (``batch['family']``) out of its softmax, not only its record."""
   image_ops.check_normalization(pixel_normalization)
   model_graph, model_state = nnx.split(abstract_model)
   opt_graph, opt_state = nnx.split(abstract_opt)
@@ -212,9 +216,9 @@ def jit_train_step(abstract_model, abstract_opt, mesh, lambdas, micro_batches: i
     with sharding.activation_sharding(mesh):  # activations split by rows only: FSDP shards just the state
       if micro_batches > 1:
         metrics = accumulated_train_step(model, optimizer, batch, lambdas=lambdas, mesh=mesh,
-                                         micro_batches=micro_batches)
+                                         micro_batches=micro_batches, mask_same_family=mask_same_family)
       else:
-        metrics = train_step(model, optimizer, batch, lambdas=lambdas, mesh=mesh)
+        metrics = train_step(model, optimizer, batch, lambdas=lambdas, mesh=mesh, mask_same_family=mask_same_family)
     return nnx.state(model), nnx.state(optimizer), metrics
 
   fn = jax.jit(pure_step, in_shardings=(model_sharding, opt_sharding, sharding.batch_sharding(mesh)),

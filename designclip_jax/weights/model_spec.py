@@ -45,6 +45,7 @@ class ModelSpec:
   pretrained: str = ''  # model.init as given (HF directory or OpenAI format; '' = random init): provenance only
   pixel_normalization: str = 'clip'  # data.images.PIXEL_NORMALIZATIONS
   batchnorm: str = 'frozen'  # ResNet towers only: models.resnet.BATCHNORM_MODES
+  label: str = 'uspc'  # the label scheme (data.label) the fusion head's num_classes index: data.classes.LABEL_SCHEMES
 
   def tokenizer(self, workdir) -> Tokenizer:
     """The run's tokenizer: its copy in ``workdir``, or, for a run saved before workdirs held one, the
@@ -81,7 +82,7 @@ class ModelSpec:
     clip = CLIPConfig(vision=VisionConfig(**c.pop('vision')), text=TextConfig(**c.pop('text')), **c)
     return cls(clip=clip, **raw)
 
-  def resumed_with(self, model_cfg, num_classes: int) -> 'ModelSpec':
+  def resumed_with(self, model_cfg, num_classes: int, label: str = 'uspc') -> 'ModelSpec':
     """This saved spec as a resumed run uses it: the config's compute settings (dtype, remat) apply; what the
     checkpoints hold (tower shapes, head, classes, normalisation) was fixed when the run started, and a config
     or data set that says otherwise is refused. model.init is not read again (it may be gone)."""
@@ -89,14 +90,19 @@ class ModelSpec:
       if getattr(self, field) != model_cfg[field]:
         raise ResumeMismatchError(f'the run was started with model.{field}={getattr(self, field)!r} but the config says '
                          f'{model_cfg[field]!r}: resume with the run\'s setting, or start a new workdir')
+    if self.label != label:
+      raise ResumeMismatchError(f'the run was started with data.label={self.label!r} but the config says {label!r}: '
+                                'resume with the run\'s setting, or start a new workdir')
     if self.num_classes != num_classes:
       raise ResumeMismatchError(f'the run was started on a data set of {self.num_classes} classes; this one has '
                        f'{num_classes}: resume on the same data set, or start a new workdir')
     return dataclasses.replace(self, dtype=model_cfg.dtype, remat=model_cfg.remat)
 
 
-def start_from_config(model_cfg, num_classes: int, data_tokenizer_dir: str) -> tuple[ModelSpec, Tokenizer, dict | None]:
-  """A new run's spec, tokenizer and initial tower tensors (HF names; None for random towers).
+def start_from_config(model_cfg, num_classes: int, data_tokenizer_dir: str,
+                      label: str = 'uspc') -> tuple[ModelSpec, Tokenizer, dict | None]:
+  """A new run's spec, tokenizer and initial tower tensors (HF names; None for random towers); its fusion head
+  has ``num_classes`` outputs, the classes of the label scheme ``label``.
 
   With model.init (an HF directory or an OpenAI-format checkpoint, local or in a bucket) the tower shapes, the
   tensors and the tokenizer (files in the checkpoint's folder) come from it, read once; without, the preset is
@@ -116,5 +122,5 @@ def start_from_config(model_cfg, num_classes: int, data_tokenizer_dir: str) -> t
                    head=model_cfg.head, fusion_width=model_cfg.fusion_width, fusion_layers=model_cfg.fusion_layers,
                    fusion_heads=model_cfg.fusion_heads, dtype=model_cfg.dtype, remat=model_cfg.remat,
                    pretrained=str(absolute(model_cfg.init)) if model_cfg.init else '',
-                   pixel_normalization=model_cfg.pixel_normalization, batchnorm=model_cfg.batchnorm)
+                   pixel_normalization=model_cfg.pixel_normalization, batchnorm=model_cfg.batchnorm, label=label)
   return spec, Tokenizer(tokenizer.hf, clip.text.context_length), tensors

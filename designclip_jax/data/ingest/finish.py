@@ -11,7 +11,7 @@ import os
 import numpy as np
 from etils import epath
 
-from designclip_jax.data.classes import CLASS_CODES, CLASS_NAMES, NUM_CLASSES
+from designclip_jax.data.classes import CLASS_CODES, CLASS_NAMES, LOCARNO, NO_LABEL, NUM_CLASSES, locarno_class_index
 from designclip_jax.data.impact import VIEWS
 from designclip_jax.data.ingest.report import Issue, count_by_action, write_report
 from designclip_jax.data.ingest.splits import leakage
@@ -54,9 +54,15 @@ def finish(out: str, image_size: int, tokenizer_vocab: int, context_length: int,
                  views=np.array(views[split], np.int8), family=np.array(families[split]),
                  locarno=np.array(locarnos[split]))
   train_counts = np.bincount(np.array(labels['train'], np.int64), minlength=NUM_CLASSES)
+  locarno_train = np.array([locarno_class_index(code) for code in locarnos['train']], np.int64)
+  locarno_counts = np.bincount(locarno_train[locarno_train != NO_LABEL], minlength=len(LOCARNO))
   with epath.Path(out, CLASSES_FILE).open('w') as f:
     json.dump({'codes': list(CLASS_CODES), 'names': list(CLASS_NAMES), 'train_counts': train_counts.tolist(),
-               'views': list(VIEWS)}, f, indent=1)
+               'views': list(VIEWS),
+               # label scheme 'locarno': a record without a Locarno code is left out of its training and scoring
+               'locarno': {'codes': list(LOCARNO.codes), 'names': list(LOCARNO.names),
+                           'train_counts': locarno_counts.tolist(),
+                           'train_without_label': int((locarno_train == NO_LABEL).sum())}}, f, indent=1)
   if tokenizer_vocab:
     from designclip_jax.data.tokenizer import train_bpe  # pylint: disable=import-outside-toplevel
     captions = (record[3] for meta in blocks() for record in meta['records']['train'])

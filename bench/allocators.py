@@ -15,6 +15,7 @@ rounds (the load average is printed with each run). The subprocesses import the 
 
 import argparse
 import datetime
+import glob
 import json
 import os
 import platform
@@ -125,6 +126,14 @@ def ingest(env, patents, root):
   return out
 
 
+def ingested(root, patents):
+  """The data set ingest_scale.py wrote last for this size (its folder is named after the input layout)."""
+  found = glob.glob(os.path.join(root, f'*data-{patents}'))
+  if not found:
+    raise SystemExit(f'no data set of {patents} patents under {root}: run the ingest benchmark first')
+  return max(found, key=os.path.getmtime)
+
+
 def main():
   parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
   parser.add_argument('--rounds', type=int, default=3)
@@ -150,13 +159,12 @@ def main():
   print(f'machine: {platform.machine()}, {os.cpu_count()} cores, {psutil.virtual_memory().total / 2 ** 30:.0f} GiB; '
         f'{datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC\ncommand: python {" ".join(sys.argv)}\n', flush=True)
 
-  data = os.path.join(args.root, f'data-{args.patents}')
   if 'pipeline' in args.benchmarks and 'ingest' not in args.benchmarks[:args.benchmarks.index('pipeline')]:
     # the pipeline reads the ingest's output (256 px drawings): written by the code under test
     run([os.path.join(BENCH, 'ingest_scale.py'), '--patents', str(args.patents), '--root', args.root],
         environment(''))
   benchmarks = {'train': lambda env, tmp: train(env, args.steps, args.configs, tmp),
-                'pipeline': lambda env, tmp: pipeline(env, data, args.batches),
+                'pipeline': lambda env, tmp: pipeline(env, ingested(args.root, args.patents), args.batches),
                 'ingest': lambda env, tmp: ingest(env, args.patents, args.root)}
   runs = []
   names = list(libs)

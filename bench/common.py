@@ -30,7 +30,8 @@ def batch(clip_cfg, n, seed=0):
   drawings = lambda: rng.integers(0, 256, (n, size, size, 1), dtype=np.uint8)
   out = {'image': drawings(), 'view': drawings(), 'tokens': tokens,
          'label': rng.integers(0, 33, n).astype(np.int32), 'weight': np.ones(n, np.float32),
-         'record': np.arange(n, dtype=np.int32), 'view_ids': rng.integers(0, 7, (n, 2)).astype(np.int32)}
+         'record': np.arange(n, dtype=np.int32), 'family': np.arange(n, dtype=np.int32),
+         'view_ids': rng.integers(0, 7, (n, 2)).astype(np.int32)}
   expected = batch_shapes(n, size, length)
   assert {k: (v.shape, v.dtype) for k, v in out.items()} == {k: (s, np.dtype(d)) for k, (s, d) in expected.items()}
   return out

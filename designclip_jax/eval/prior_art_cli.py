@@ -68,6 +68,7 @@ def load_collection(data_dir: str) -> dict:
       'text': [f"{p['title']}. {p.get('claim', '')}" for p in patents],
       'cited': {name: [p[name] for p in patents] for name in ('cited_by_examiner', 'cited_by_applicant')},
       'without_filing_date': len(rows) - len(kept),
+      'without_claim': sum(not p.get('claim') for p in patents),  # patents.jsonl of an ingest before claims were kept
   }
 
 
@@ -136,7 +137,8 @@ def benchmark(collection: dict, embeddings: dict | None, *, citations: str = 'ex
   return {'task': 'prior_art', 'citations': citations, 'split': split, 'rule': prior_art.__doc__.split('\n\n')[1],
           'tie_rule': prior_art.TIE_RULE, 'methods_described': __doc__.split('\n\n')[2],
           'collection': {'patents': len(collection['ids']),
-                         'patents_without_filing_date_left_out': collection['without_filing_date']},
+                         'patents_without_filing_date_left_out': collection['without_filing_date'],
+                         'patents_without_claim_text_bm25_reads_title_only': collection['without_claim']},
           'citations_counted': judged.counts, 'coverage': judged.coverage,
           'gallery_size_median': float(np.median(judged.gallery_sizes)),
           'relevant_per_query_mean': float(np.mean(np.diff(judged.offsets))), 'methods': methods}

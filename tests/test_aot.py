@@ -67,7 +67,8 @@ def test_tpu_compile_shards_state_and_reports():
   assert b['optimizer'] == pytest.approx(2 * b['parameters'], rel=0.01)  # Adam's two moments
   batch_rows = 16 // 4
   size = spec.clip.vision.image_size
-  assert b['batch'] == batch_rows * (2 * size * size + spec.clip.text.context_length * 4 + 4 * 5)  # uint8 grey drawings
+  # uint8 grey drawings; int32/float32 label, weight, record, family and two view ids
+  assert b['batch'] == batch_rows * (2 * size * size + spec.clip.text.context_length * 4 + 4 * 6)
   # XLA's own argument bytes: the same arrays plus TPU tile padding of small vectors
   assert b['parameters'] + b['optimizer'] + b['batch'] <= b['arguments'] <= 1.6 * (
       b['parameters'] + b['optimizer'] + b['batch'])

@@ -63,8 +63,8 @@ def run_one(method: str, n: int) -> dict:
   queries = {q: rng.standard_normal((q, DIM), dtype=np.float32) for q in (1, 16)}
   if method == 'jax':
     import jax  # pylint: disable=import-outside-toplevel
-    from designclip_jax.search.topk import DeviceIndex  # pylint: disable=import-outside-toplevel
-    index = DeviceIndex(vectors, np.zeros(n, np.int32), np.zeros(n, np.int32))
+    from designclip_jax.search.topk import DeviceIndex, Rows  # pylint: disable=import-outside-toplevel
+    index = DeviceIndex(vectors, Rows.plain(np.zeros(n, np.int32)))
     del vectors
     fn = lambda q: index.top_k(q, K)[1]
     backend = f'{jax.default_backend()} x{len(jax.local_devices())}, chunk {index.chunk}, {index.method}'

@@ -12,11 +12,10 @@ import importlib.util
 import json
 import math
 import os
+import re
 import shutil
 import socket
 import struct
-import threading
-import time
 import urllib.error
 import urllib.request
 import uuid
@@ -35,16 +34,18 @@ from designclip_jax.data.tokenizer import Tokenizer
 from designclip_jax.eval.embed import embed_images
 from designclip_jax.eval.metrics import l2_normalize
 from designclip_jax.losses import weighted_infonce
+from designclip_jax.search import filters
 from designclip_jax.search import index as index_lib
 from designclip_jax.search.__main__ import main
+from designclip_jax.search.catalog import MAX_OTHER_VIEWS
 from designclip_jax.search.query import Searcher
-from designclip_jax.search.topk import DeviceIndex
+from designclip_jax.search.topk import DeviceIndex, Rows, wanted
 from designclip_jax.weights import run_checkpoints
 from designclip_jax.weights.model_spec import ModelSpec
 from tests.eval_helpers import tiny_clip_dir
 from tests.processes import free_port, run_workers
+from tests.search_helpers import chromium_page, one_line_error, serving
 
-CHROMIUM = '/usr/bin/chromium'
 WORKER = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'search_multihost_worker.py')
 TRAIN_STEPS, TRAIN_BATCH, TRAIN_SCALE = 300, 32, 20.0
 
@@ -150,12 +151,12 @@ def test_device_top_k_equals_numpy_on_8_devices():
   ref[:, ~((kinds == 1) & (classes == 2))] = -np.inf
   expected = np.argsort(-ref, axis=1, kind='stable')[:, :50]
   for method in ('exact', 'approx'):  # approx_max_k off TPU is exact (sort + slice): the TPU path's code runs
-    index = DeviceIndex(vectors, kinds, classes, chunk=128, method=method)  # 8 devices x 5 chunks each
+    index = DeviceIndex(vectors, Rows.plain(kinds, classes), chunk=128, method=method)  # 8 devices x 5 chunks each
     assert len(index.vectors.sharding.device_set) == 8
-    scores, rows = index.top_k(queries, 50, kinds=(1,), class_id=2)
+    scores, rows = index.top_k(queries, 50, wanted((1,), class_slots=4, classes=[2]))
     np.testing.assert_array_equal(rows, expected)
     np.testing.assert_allclose(scores, np.take_along_axis(ref, expected, 1), rtol=1e-5)
-  scores, rows = index.top_k(queries, 5000, kinds=(0,), class_id=3)  # more slots than matching rows
+  scores, rows = index.top_k(queries, 5000, wanted((0,), class_slots=4, classes=[3]))  # more slots than matching rows
   assert ((rows >= 0).sum(axis=1) == ((kinds == 0) & (classes == 3)).sum()).all()
 
 
@@ -169,7 +170,7 @@ def test_approx_top_k_at_every_index_size(rows, devices):
   queries = rng.normal(size=(2, 16)).astype(np.float32)
   ref = queries.astype(np.float64) @ vectors.astype(np.float64).T
   k = min(10, rows)
-  index = DeviceIndex(vectors, np.zeros(rows), np.zeros(rows), devices=jax.devices()[:devices], chunk=4096,
+  index = DeviceIndex(vectors, Rows.plain(np.zeros(rows)), devices=jax.devices()[:devices], chunk=4096,
                       method='approx')
   scores, ids = index.top_k(queries, k)
   np.testing.assert_array_equal(ids, np.argsort(-ref, axis=1, kind='stable')[:, :k])
@@ -197,7 +198,7 @@ def test_results_equal_a_brute_force_numpy_ranking(built):
   for target, kinds, class_code in [('drawings', ['drawing'], None), ('captions', ['caption'], None),
                                     ('all', ['drawing', 'caption'], codes[0]), ('drawings', ['drawing'], codes[-1])]:
     vector = l2_normalize(rng.normal(size=searcher.index.vectors.shape[1]))
-    hits = searcher.search_vector(vector, top=15, class_code=class_code, target=target)
+    hits = searcher.search_vector(vector, top=15, filters=filters.parse(classes=class_code, target=target))
     ids, scores = _brute_force(searcher, vector, 15, kinds, class_code)
     assert [h.patent_id for h in hits] == ids
     np.testing.assert_allclose([h.score for h in hits], scores, rtol=1e-5, atol=1e-6)
@@ -261,7 +262,10 @@ def test_held_out_drawing_finds_its_patent_by_a_margin(built, clear_query, tmp_p
   assert [h['score'] for h in hits] == sorted((h['score'] for h in hits), reverse=True)
   assert patent in capsys.readouterr().out
   page = out_html.read_text()
-  assert page.count('src="data:image/png;base64,') == 6 and 'http' not in page  # query + 5 hits, offline
+  others = [min(list(searcher.index.meta['patent_id']).count(h['patent_id']) - 1, MAX_OTHER_VIEWS) for h in hits]
+  assert min(others) >= 1 and page.count('<li class="hit">') == 5
+  # the query, each hit's drawing and its other views (the rest of its folder), embedded: offline
+  assert page.count('src="data:image/png;base64,') == 1 + 5 + sum(others) and 'http' not in page
   assert patent in page
 
 
@@ -280,7 +284,7 @@ def test_caption_finds_its_patent_and_class_filter_holds(built, tmp_path):
   records = [r for split in ('train', 'validation', 'test') for r in pipeline.eval_records(built['data'], split)]
   captions = collections.Counter(r['caption'] for r in records)
   record = next(r for r in records if captions[r['caption']] == 1)  # synthetic captions can repeat
-  _, hits = searcher.search(text=record['caption'], top=5, target='captions')
+  _, hits = searcher.search(text=record['caption'], top=5, filters=filters.parse(target='captions'))
   assert hits[0].patent_id == record['patent_id'] and hits[0].score == pytest.approx(1.0, abs=1e-3)
   code = hits[0].class_
   out = tmp_path / 'cls.json'
@@ -396,10 +400,7 @@ def test_index_from_a_deeppatent_tree(built, tmp_path):
 
 
 def _one_line_error(capsys, argv, expected):
-  with pytest.raises(SystemExit) as e:
-    main(argv)
-  err = capsys.readouterr().err.strip()
-  assert e.value.code == 2 and expected in err and '\n' not in err and 'Traceback' not in err, err
+  one_line_error(capsys, main, argv, expected)
 
 
 def test_bad_input_gives_one_line_errors(built, tmp_path, capsys):
@@ -452,19 +453,9 @@ LIMITS = dict(max_top=50, max_uploads=3, max_upload_bytes=256 << 10)
 
 @pytest.fixture(scope='module')
 def server(built):
-  uvicorn = pytest.importorskip('uvicorn', reason='the [search] extra is not installed')
-  from designclip_jax.search.server import Limits, create_app
-  port = free_port()
-  app = create_app(built['folder_searcher'], Limits(**LIMITS))
-  srv = uvicorn.Server(uvicorn.Config(app, host='127.0.0.1', port=port, log_level='error'))
-  thread = threading.Thread(target=srv.run, daemon=True)
-  thread.start()
-  deadline = time.time() + 30
-  while not srv.started and time.time() < deadline:
-    time.sleep(0.05)
-  yield f'http://127.0.0.1:{port}/'
-  srv.should_exit = True
-  thread.join(10)
+  from designclip_jax.search.server import Limits
+  with serving(built['folder_searcher'], Limits(**LIMITS)) as url:
+    yield url
 
 
 def _multipart(fields, files) -> tuple[bytes, str]:
@@ -499,7 +490,8 @@ def test_server_keeps_serving_after_a_bad_upload(clear_query, server):
 
 def test_server_bounds_requests_and_shows_no_paths(built, clear_query, server, monkeypatch):
   """top, the number and size of drawings and the body are bounded (413 before the body is read); no API
-  description; no directory of the server in any answer; the API builds no thumbnails."""
+  description; no directory of the server in any answer; neither the API nor the page builds drawings (the page's
+  are fetched by row, a PNG each, when the browser shows them)."""
   _, sheet = clear_query
   drawing = ('sheet.tif', _read(sheet))
   for top in ('0', '51'):
@@ -511,10 +503,17 @@ def test_server_bounds_requests_and_shows_no_paths(built, clear_query, server, m
   assert status == 413 and 'at most 3' in json.loads(body)['error']
   status, body = _post(server + 'api/search', {}, [('big.tif', b'\x00' * (257 << 10))])
   assert status == 413 and 'query image big.tif: larger than the 0.25 MB' in json.loads(body)['error']
-  status, body = _post(server + 'api/search', {}, [('huge.tif', b'\x00' * (2 << 20))])  # past 3 x 0.25 + 1 MB
-  assert status == 413 and 'more than the 2 MB this server takes' in json.loads(body)['error']
-
   host, port = server.split('/')[2].split(':')
+  body, content_type = _multipart({}, [('huge.tif', b'\x00' * (2 << 20))])  # past 3 x 0.25 + 1 MB
+  connection = http.client.HTTPConnection(host, int(port), timeout=30)
+  connection.putrequest('POST', '/api/search')
+  connection.putheader('Content-Type', content_type)
+  connection.putheader('Content-Length', str(len(body)))
+  connection.endheaders()
+  response = connection.getresponse()  # answered from the headers: not a byte of the body was sent
+  assert response.status == 413 and 'more than the 2 MB this server takes' in json.loads(response.read())['error']
+  connection.close()
+
   connection = http.client.HTTPConnection(host, int(port), timeout=30)
   connection.putrequest('POST', '/api/search')
   connection.putheader('Transfer-Encoding', 'chunked')
@@ -530,12 +529,22 @@ def test_server_bounds_requests_and_shows_no_paths(built, clear_query, server, m
     assert e.value.code == 404
 
   made = []
-  searcher = built['folder_searcher']
-  monkeypatch.setattr(searcher, 'thumbnail', lambda hit, real=searcher.thumbnail: made.append(hit) or real(hit))
+  catalog = built['folder_searcher'].catalog
+  monkeypatch.setattr(catalog, 'drawing', lambda row, real=catalog.drawing: made.append(row) or real(row))
   status, body = _post(server + 'api/search', {'top': '4'}, [drawing])
-  assert status == 200 and not made and len(json.loads(body)['hits']) == 4
+  assert status == 200 and not made and len(json.loads(body)['hits']) == 4 and 'data:image' not in body
   status, page = _post(server, {'top': '4'}, [drawing])
-  assert status == 200 and len(made) == 4
+  assert status == 200 and not made and page.count('<li class="hit">') == 4
+  rows = [int(r) for r in re.findall(r'src="/drawing/(\d+)"', page)]
+  hit_rows = [int(r) for r in re.findall(r'<li class="hit"><img alt="drawing of [^"]*" src="/drawing/(\d+)"', page)]
+  assert len(hit_rows) == 4 and len(rows) > 4
+  for row in (hit_rows[0], rows[-1]):
+    with urllib.request.urlopen(f'{server}drawing/{row}', timeout=30) as answer:
+      assert answer.headers['Content-Type'] == 'image/png' and answer.read() == catalog.drawing(row)
+  for row in (len(catalog), -1):
+    with pytest.raises(urllib.error.HTTPError) as e:
+      urllib.request.urlopen(f'{server}drawing/{row}', timeout=30)
+    assert e.value.code == 404
   home = urllib.request.urlopen(server, timeout=30).read().decode()
   for answer in (body, page, home):
     assert str(built['root']) not in answer and '/tmp' not in answer
@@ -553,20 +562,12 @@ def test_serve_warns_when_listening_beyond_this_machine(built, monkeypatch, caps
 
 
 def test_browser_upload_finds_the_patent(clear_query, server, tmp_path):
-  if not os.path.exists(CHROMIUM):
-    pytest.skip(f'no Chromium at {CHROMIUM} (apt-get install chromium; .ci/run does under CI=true)')
-  sync_api = pytest.importorskip('playwright.sync_api', reason='playwright is not installed ([search] extra)')
   patent, sheet = clear_query
-  with sync_api.sync_playwright() as p:
-    # Chromium stops on a trap under mimalloc, which scripts/test.sh preloads: it keeps its own malloc
-    browser = p.chromium.launch(executable_path=CHROMIUM, args=['--no-sandbox'],
-                                env={k: v for k, v in os.environ.items() if k != 'LD_PRELOAD'})
-    page = browser.new_page(viewport={'width': 1100, 'height': 900})
+  with chromium_page() as page:
     page.goto(server)
     page.set_input_files('#images', sheet)
     page.click('#search')
-    page.wait_for_selector('#hits')
+    page.wait_for_selector('.hits')
     first = page.locator('.hit .id').first.inner_text()
     page.screenshot(path=str(os.environ.get('DESIGNCLIP_SCREENSHOT', tmp_path / 'search.png')), full_page=True)
-    browser.close()
   assert first == f'1. {patent}'

@@ -4,17 +4,24 @@
   python -m designclip_jax.search index --checkpoint RUN --folder DRAWINGS --deeppatent DEEPPATENT_ROOT --out IDX
   python -m designclip_jax.search query --index IDX --image F.tif [F2.png ...] --text "words" --top 20 \\
       --class D7 --report out.html --json out.json
+  python -m designclip_jax.search query --index IDX --patent D0907292 --locarno 28 --json record.json
+  python -m designclip_jax.search query --index IDX --queries Q.jsonl --json-lines records.jsonl
   python -m designclip_jax.search serve --index IDX --port 8000
+
+--before, --locarno and --class take lists: repeat the flag, or separate values by commas, or both
+(--locarno 28,06-01 --locarno 21). Every JSON result is a search record (search.record).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 
+from etils import epath
+
 from designclip_jax.data.layout import SPLITS
+from designclip_jax.paths import absolute
 from designclip_jax.search.server import Limits
 
 
@@ -48,16 +55,26 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument('--index', required=True)
     p.add_argument('--checkpoint', help='the model that built the index (default: the path index.json names)')
 
-  p = sub.add_parser('query', help='rank patents by drawings and/or words')
+  p = sub.add_parser('query', help='rank patents by drawings, words or a patent of the index')
   common(p)
   p.add_argument('--image', nargs='+', default=[], help='query drawings (TIFF/PNG/JPEG); views of one design combine')
   p.add_argument('--text', help='query words')
-  p.add_argument('--top', type=int, default=20, help='number of patents')
-  p.add_argument('--class', dest='class_code', help='only this design class, as the JSON writes it (e.g. D7)')
+  p.add_argument('--patent', help="a patent of the index: its drawings are the query, its family is left out and "
+                 "the cut-off is its effective filing date unless --before says otherwise")
+  p.add_argument('--queries', help='a JSON Lines file of queries (search.queries), run on one model load')
+  p.add_argument('--top', type=int, default=20, help='number of patents (default of --queries lines too)')
+  p.add_argument('--class', dest='class_code', action='append',
+                 help='only these USPC design classes, as the JSON writes them (e.g. D7)')
+  p.add_argument('--locarno', action='append', help='only these Locarno classes (28) or class-subclasses (28-03)')
+  p.add_argument('--before', action='append',
+                 help='only patents effectively filed strictly before this date (YYYY-MM-DD); several dates: one '
+                 'search as of each')
   p.add_argument('--target', default='drawings', choices=('drawings', 'captions', 'all'),
                  help="what to match against: the patents' drawings (default), their captions, or both")
   p.add_argument('--report', help='write a self-contained HTML report here')
-  p.add_argument('--json', help='write {"hits": [...]} here, best first')
+  p.add_argument('--json', help='write the search record here (a list of records when there are several '
+                 'cut-offs)')
+  p.add_argument('--json-lines', help='write every search record here, one per line')
 
   p = sub.add_parser('serve', help='a local search web page (needs the [search] extra)')
   common(p)
@@ -70,45 +87,67 @@ def _parser() -> argparse.ArgumentParser:
   return parser
 
 
-def _read(path: str) -> tuple[str, bytes]:
+def _queries(args) -> list:
+  """The command's queries, every input checked before the model loads."""
+  from designclip_jax.search import filters, queries  # pylint: disable=import-outside-toplevel
   from designclip_jax.search.index import SearchError  # pylint: disable=import-outside-toplevel
-  if not os.path.isfile(path):
-    raise SearchError(f'query image {path} does not exist')
-  with open(path, 'rb') as f:
-    return path, f.read()
+  if args.queries:
+    given = [f'--{n}' for n, v in (('image', args.image), ('text', args.text), ('patent', args.patent),
+                                   ('class', args.class_code), ('locarno', args.locarno), ('before', args.before))
+             if v]
+    if given:
+      raise SearchError(f'--queries takes each query\'s drawings, words and filters from its lines; drop '
+                        f'{", ".join(given)}')
+    if args.json:
+      raise SearchError('--queries writes its records with --json-lines')
+    return queries.read_queries(args.queries, top=args.top, target=args.target)
+  chosen = filters.parse(args.before, args.locarno, args.class_code, args.target)
+  images = tuple(queries.Image(p, path=p) for p in args.image)
+  for image in images:
+    image.read()  # a missing file fails before the model loads
+  return [queries.Query(chosen, args.top, args.patent, images, args.text).check()]
+
+
+def _print(result) -> None:
+  query, rec = result.query, result.record
+  asked = ([f'patent {query.patent}'] if query.patent else []) + \
+      [f'{len(query.images)} drawing(s)' if query.images else '', f'words "{query.text}"' if query.text else '']
+  print(f'{"query " + query.label + ": " if query.label else ""}{", ".join(a for a in asked if a)}'
+        f'{", before " + result.before if result.before else ""}: {rec["patents_searched"]:,} patents searched')
+  print(f'{"rank":>4}  {"score":>6}  {"patent":<12} {"class":<5} {"locarno":<7} {"filed":<10} {"view":<12} title')
+  for rank, h in enumerate(result.hits, 1):
+    view = '(caption)' if h.kind == 'caption' else h.view
+    print(f'{rank:>4}  {h.score:6.3f}  {h.patent_id:<12} {h.class_:<5} {h.locarno:<7} {h.effective_filing_date:<10} '
+          f'{view:<12} {h.title or h.drawing}')
 
 
 def _query(args) -> None:
   from designclip_jax.search import report  # pylint: disable=import-outside-toplevel
-  from designclip_jax.search.index import SearchError  # pylint: disable=import-outside-toplevel
-  from designclip_jax.search.query import Searcher, check_top, parse_class  # pylint: disable=import-outside-toplevel
-  if not args.image and not args.text:
-    raise SearchError('give query drawings (--image) and/or words (--text)')
-  check_top(args.top)  # bad options fail before the model loads
-  parse_class(args.class_code)
-  images = [_read(p) for p in args.image]
-  searcher = Searcher(args.index, args.checkpoint)
-  sheets, hits = searcher.search(images, args.text, top=args.top, class_code=args.class_code, target=args.target)
-  print(f'{"rank":>4}  {"score":>6}  {"patent":<12} {"class":<5} {"view":<12} title or drawing')
-  for rank, h in enumerate(hits, 1):
-    view = '(caption)' if h.kind == 'caption' else h.view
-    print(f'{rank:>4}  {h.score:6.3f}  {h.patent_id:<12} {h.class_:<5} {view:<12} {h.title or h.drawing}')
+  from designclip_jax.search.query import Searcher  # pylint: disable=import-outside-toplevel
+  queries = _queries(args)
+  searcher = Searcher(args.index, args.checkpoint, load_model=any(not q.patent for q in queries))
+  results = searcher.run(queries, query_sheets=bool(args.report))
+  for result in results:
+    _print(result)
+  records = [r.record for r in results]
   if args.json:
-    with open(args.json, 'w') as f:
-      json.dump({'query': {'images': args.image, 'text': args.text, 'class': args.class_code, 'top': args.top,
-                           'target': args.target}, 'hits': [h.to_json() for h in hits]}, f, indent=1)
-  if args.report:
-    page = report.render(title='DesignCLIP prior-art search', hits=hits,
-                         thumbnails=[searcher.thumbnail(h) for h in hits], query_sheets=sheets,
-                         text=args.text or '', class_code=args.class_code or '', top=args.top, target=args.target,
-                         footer=f'index {os.path.abspath(args.index)}')
-    with open(args.report, 'w') as f:
-      f.write(page)
+    with epath.Path(args.json).open('w') as f:
+      json.dump(records[0] if len(records) == 1 else records, f, indent=1)
+  if args.json_lines:
+    with epath.Path(args.json_lines).open('w') as f:
+      f.writelines(json.dumps(r) + '\n' for r in records)
+  if args.report:  # the drawings of the shown hits only, embedded
+    catalog = searcher.catalog
+    shown = [report.Shown(r, [report.data_uri(catalog.drawing(h.row)) for h in r.hits],
+                          [[report.data_uri(catalog.drawing(v)) for v in catalog.other_views(h)] for h in r.hits])
+             for r in results]
+    page = report.render(title='DesignCLIP prior-art search', shown=shown, footer=f'index {absolute(args.index)}')
+    epath.Path(args.report).write_text(page)
 
 
 def main(argv=None) -> None:
   args = _parser().parse_args(argv)
-  from designclip_jax.search import index, query, server  # pylint: disable=import-outside-toplevel
+  from designclip_jax.search import index, patents, query, server  # pylint: disable=import-outside-toplevel
   try:
     if args.command == 'index':
       manifest = index.build(args.checkpoint, args.out, data_dirs=args.data, folders=args.folder,
@@ -119,6 +158,11 @@ def main(argv=None) -> None:
       print(f'index {args.out}: {sum(s["rows"] for s in manifest.shards):,} embeddings ({manifest.dtype}) of '
             f'{len(manifest.datasets)} source(s), model {index.describe_model(manifest.model)}'
             + (f'; {skipped:,} unreadable drawing(s) left out' if skipped else ''))
+      for d in manifest.datasets:
+        missing = [f for f in patents.FIELDS if f not in d.get('patent_fields', ())]
+        if missing:  # said in index.json too
+          why = d.get('patent_fields_note') or 'indexed before they were stored'
+          print(f'note: {d["data_dir"]} gives no {", ".join(missing)} ({why}): filters on them leave its patents out')
     elif args.command == 'query':
       _query(args)
     else:

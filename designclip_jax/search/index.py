@@ -7,7 +7,9 @@ Layout of an index directory::
   shard-00000.npy       (rows, D) L2-normalised embeddings (float16 or float32, as index.json says)
   shard-00000.parquet   one metadata row per embedding: kind, patent_id, title, class, view, dataset,
                         split, record, image, path (the drawing: source number, part, record or file number,
-                        drawing index in the record (-1 for a caption), file path inside a file source)
+                        drawing index in the record (-1 for a caption), file path inside a file source), and
+                        the patent's grant_date, effective_filing_date, locarno and family_id where its
+                        source gives them (``search.patents``; index.json says which, per source)
 
 A shard covers a fixed range of records (or files) of one part of one source; it is written whole
 (temporary file, then rename) before index.json lists it, so an interrupted build resumes at the first
@@ -31,6 +33,8 @@ from jax.experimental import multihost_utils
 
 from designclip_jax.eval.embed import embed_images, embed_texts
 from designclip_jax.eval.metrics import l2_normalize
+from designclip_jax.paths import absolute, is_url
+from designclip_jax.search import patents
 from designclip_jax.search import sources as sources_lib
 from designclip_jax.search.sources import META_COLUMNS, SourceError
 from designclip_jax.weights import run_checkpoints
@@ -91,22 +95,28 @@ class Manifest:
   dtype: str
   model: dict
   records_per_shard: int
-  # {'kind', 'data_dir', 'splits', 'sheet_size'} (+ 'listings': part -> file count and hash, for file sources)
+  # {'kind', 'data_dir', 'splits', 'sheet_size', 'patent_fields', 'patent_fields_note'} (+ 'listings': part -> file
+  # count and hash, for file sources); an entry without 'patent_fields' was indexed before they were: none
   datasets: list = dataclasses.field(default_factory=list)
   shards: list = dataclasses.field(default_factory=list)  # {'name', 'dataset', 'split', 'start', 'rows'}
   format: int = FORMAT_VERSION
 
   @classmethod
   def load(cls, index_dir: str) -> 'Manifest':
+    return cls.read(index_dir)[0]
+
+  @classmethod
+  def read(cls, index_dir: str) -> tuple['Manifest', str]:
+    """The manifest and the SHA-256 of the index.json bytes it was read from."""
     path = os.path.join(index_dir, INDEX_FILE)
-    if not os.path.isfile(path):
+    if not epath.Path(path).is_file():
       raise SearchError(f'{index_dir} is not a search index (no {INDEX_FILE}); build one with '
                         'python -m designclip_jax.search index')
-    with open(path) as f:
-      raw = json.load(f)
+    data = epath.Path(path).read_bytes()
+    raw = json.loads(data)
     if raw.get('format') != FORMAT_VERSION:
       raise SearchError(f'{path} has index format {raw.get("format")}, this code reads format {FORMAT_VERSION}')
-    return cls(**raw)
+    return cls(**raw), hashlib.sha256(data).hexdigest()
 
   def save(self, index_dir: str) -> None:
     _write_atomic(os.path.join(index_dir, INDEX_FILE),
@@ -122,6 +132,12 @@ class Manifest:
 
 
 def _write_atomic(path: str, write) -> None:
+  """Written whole or not at all: a local file through a temporary name; a bucket object (gs://…) only appears
+  once its upload is complete."""
+  if is_url(path):
+    with epath.Path(path).open('wb') as f:
+      write(f)
+    return
   tmp = path + '.tmp'
   with open(tmp, 'wb') as f:
     write(f)
@@ -133,8 +149,8 @@ def _agreed_manifest(out: str, identity: dict, dtype: str, records_per_shard: in
   in every process: the index directory need not be shared, only process 0 writes it."""
   manifest = None
   if jax.process_index() == 0:
-    os.makedirs(out, exist_ok=True)
-    if os.path.isfile(os.path.join(out, INDEX_FILE)):
+    epath.Path(out).mkdir(parents=True, exist_ok=True)
+    if epath.Path(out, INDEX_FILE).is_file():
       manifest = Manifest.load(out)
       check_same_model(manifest.model, identity, out)
       if manifest.dtype != dtype:
@@ -163,9 +179,11 @@ def _source_entry(manifest: Manifest, kind: str, location: str, requested, sheet
     if manifest.datasets and sheet_size != manifest.sheet_size:
       raise SearchError(f'{location} was ingested at {sheet_size} px, the index at {manifest.sheet_size} px: '
                         'query drawings could not match both; use another --out')
-    entry = {'kind': kind, 'data_dir': location, 'splits': [], 'sheet_size': sheet_size}
+    entry = {'kind': kind, 'data_dir': location, 'splits': [], 'sheet_size': sheet_size, 'patent_fields': []}
     manifest.datasets.append(entry)
   order = list(dict.fromkeys(entry['splits'] + parts))
+  if 'patent_fields' in entry and order != entry['splits']:
+    entry['patent_fields'], entry['patent_fields_note'] = source.patent_fields(order)
   entry['splits'] = order
   return entry, source, parts
 
@@ -235,7 +253,7 @@ def build(checkpoint: str, out: str, *, data_dirs=(), folders=(), deeppatent_roo
   done = {(s['dataset'], s['split'], s['start']) for s in manifest.shards}
   skipped = 0
   for kind, location, wanted in requested:
-    entry, source, parts = _source_entry(manifest, kind, os.path.abspath(location), wanted,
+    entry, source, parts = _source_entry(manifest, kind, absolute(location), wanted,
                                          sheet_size or clip.config.vision.image_size)
     number = manifest.datasets.index(entry)
     for part in parts:
@@ -267,33 +285,56 @@ def build(checkpoint: str, out: str, *, data_dirs=(), folders=(), deeppatent_roo
 
 
 def write_shard(out: str, name: str, vectors: np.ndarray, meta: dict) -> None:
+  """``meta``: column -> one value per row; dates as datetime.date or None."""
   import pyarrow as pa  # pylint: disable=import-outside-toplevel
   import pyarrow.parquet as pq  # pylint: disable=import-outside-toplevel
+  columns = {c: pa.array(v, pa.date32() if c in patents.DATE_FIELDS else None) for c, v in meta.items()}
   _write_atomic(os.path.join(out, name + '.npy'), lambda f: np.save(f, vectors))
-  _write_atomic(os.path.join(out, name + '.parquet'), lambda f: pq.write_table(pa.table(meta), f))
+  _write_atomic(os.path.join(out, name + '.parquet'), lambda f: pq.write_table(pa.table(columns), f))
 
 
 @dataclasses.dataclass
 class LoadedIndex:
   manifest: Manifest
   vectors: np.ndarray  # (N, D) in the stored dtype
-  meta: dict  # column -> numpy array, one entry per row
+  meta: dict  # column -> numpy array, one entry per row; dates datetime64[D] (NaT: not given)
+  manifest_sha256: str  # of index.json's bytes as loaded: the index's identity in a search record
 
   def __len__(self) -> int:
     return len(self.vectors)
 
+  def has_field(self, field: str) -> list[bool]:
+    """Per source: whether it gives ``field`` (``patents.FIELDS``)."""
+    return [field in d.get('patent_fields', ()) for d in self.manifest.datasets]
+
+
+def _shard_columns(table, rows: int, fields) -> dict:
+  """A shard's metadata as numpy columns; a column the shard lacks (an index built before it existed) or a
+  patent field its source does not give is blank."""
+  import pyarrow as pa  # pylint: disable=import-outside-toplevel
+  out = {}
+  for c in META_COLUMNS:
+    present = c in table.column_names and (c not in patents.FIELDS or c in fields)
+    if c in patents.DATE_FIELDS:
+      days = table[c].cast(pa.int32()).fill_null(np.iinfo(np.int32).min).to_numpy() if present else \
+          np.full(rows, np.iinfo(np.int32).min)
+      out[c] = np.where(days == np.iinfo(np.int32).min, np.datetime64('NaT'), days.astype('datetime64[D]'))
+    else:
+      out[c] = table[c].to_numpy(zero_copy_only=False) if present else np.full(rows, patents.NONE.get(c, ''), object)
+  return out
+
 
 def load(index_dir: str) -> LoadedIndex:
-  import pyarrow as pa  # pylint: disable=import-outside-toplevel
   import pyarrow.parquet as pq  # pylint: disable=import-outside-toplevel
-  manifest = Manifest.load(index_dir)
+  manifest, manifest_sha256 = Manifest.read(index_dir)
   if not manifest.shards or not sum(s['rows'] for s in manifest.shards):
     raise SearchError(f'index {index_dir} is empty (no embedded drawings or captions yet); '
                       'run python -m designclip_jax.search index to fill it')
-  vectors = np.concatenate([np.load(os.path.join(index_dir, s['name'] + '.npy')) for s in manifest.shards])
-  table = pa.concat_tables([pq.read_table(os.path.join(index_dir, s['name'] + '.parquet'))
-                            for s in manifest.shards])
-  # 'path' came with file sources: an index built before has none
-  meta = {c: table[c].to_numpy(zero_copy_only=False) if c in table.column_names else np.full(len(table), '', object)
-          for c in META_COLUMNS}
-  return LoadedIndex(manifest, vectors, meta)
+  def read(shard: dict, suffix: str, reader):
+    with epath.Path(index_dir, shard['name'] + suffix).open('rb') as f:  # local or gs://
+      return reader(f)
+  vectors = np.concatenate([read(s, '.npy', np.load) for s in manifest.shards])
+  shards = [_shard_columns(read(s, '.parquet', pq.read_table), s['rows'],
+                           manifest.datasets[s['dataset']].get('patent_fields', ())) for s in manifest.shards]
+  meta = {c: np.concatenate([shard[c] for shard in shards]) for c in META_COLUMNS}
+  return LoadedIndex(manifest, vectors, meta, manifest_sha256)

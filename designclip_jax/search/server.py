@@ -1,6 +1,12 @@
-"""The search page and its JSON API (FastAPI + uvicorn, extra ``[search]``): upload or drop drawings and/or
-type words; ranked patents with thumbnails. A bad upload gets an error on the page (HTTP 4xx) and the server
-goes on serving.
+"""The search page and its JSON API (FastAPI + uvicorn, extra ``[search]``): upload or drop drawings, type words
+or name a patent of the index, filter by effective filing date, Locarno and USPC class; ranked patents with their
+drawings, other views and family, and each search's record. A bad upload gets an error on the page (HTTP 4xx)
+and the server goes on serving.
+
+``POST /api/search`` answers the search record (``search.record``; a list of records when ``before`` names several
+dates), ``POST /`` the page, ``GET /drawing/<row>`` one drawing of the index as PNG (the page's images, fetched
+by the browser when shown). A refined search (filters changed) sends its drawings again: the page keeps them in
+its form, and the server keeps nothing between requests.
 
 Made to be exposed: requests are bounded (body size, drawings per query, bytes per drawing, ``top``; a POST
 without a Content-Length is refused, so the bound holds before anything is read), drawings past
@@ -31,6 +37,7 @@ class Limits:
   max_uploads: int = 12
   max_upload_bytes: int = 16 << 20  # a 600 dpi letter sheet as a group-4 TIFF is well under 1 MB
   max_connections: int = 32  # more at once are answered 503 by uvicorn
+  max_cutoffs: int = 4  # dates in one query's before: one search each
 
   @property
   def max_body_bytes(self) -> int:
@@ -53,9 +60,12 @@ def _footer(searcher) -> str:
 
 
 def create_app(searcher, limits: Limits = Limits(), api_docs: bool = False):
-  from fastapi import FastAPI, File, Form, Request, UploadFile  # pylint: disable=import-outside-toplevel
+  # pylint: disable-next=import-outside-toplevel
+  from fastapi import Depends, FastAPI, File, Form, Request, Response, UploadFile
   from fastapi.responses import HTMLResponse, JSONResponse  # pylint: disable=import-outside-toplevel
+  from designclip_jax.search import filters as filters_lib  # pylint: disable=import-outside-toplevel
   from designclip_jax.search.index import SearchError  # pylint: disable=import-outside-toplevel
+  from designclip_jax.search.queries import Image, Query  # pylint: disable=import-outside-toplevel
 
   docs = dict(docs_url='/docs', redoc_url='/redoc', openapi_url='/openapi.json') if api_docs else \
       dict(docs_url=None, redoc_url=None, openapi_url=None)
@@ -79,8 +89,8 @@ def create_app(searcher, limits: Limits = Limits(), api_docs: bool = False):
   def _refusal(request, error: _Refused, form=None):
     if request.url.path.startswith('/api/'):
       return JSONResponse({'error': str(error)}, status_code=error.status)
-    return HTMLResponse(report.render(title=TITLE, form=True, error=str(error), footer=footer, **(form or {})),
-                        status_code=error.status)
+    form = form or {'form': {}, 'max_top': limits.max_top}
+    return HTMLResponse(report.render(title=TITLE, error=str(error), footer=footer, **form), status_code=error.status)
 
   def read_uploads(images) -> list[tuple[str, bytes]]:
     images = [f for f in images if f.filename]
@@ -95,39 +105,63 @@ def create_app(searcher, limits: Limits = Limits(), api_docs: bool = False):
       uploads.append((f.filename, data))
     return uploads
 
-  def run(images, text, class_code, top, target):
-    if not 1 <= top <= limits.max_top:
-      raise _Refused(400, f'top must be between 1 and {limits.max_top}, got {top}')
+  def run(images, fields: dict, page: bool):
+    """The searches of a request (one per cut-off) -> query.Result list."""
+    if not 1 <= fields['top'] <= limits.max_top:
+      raise _Refused(400, f'top must be between 1 and {limits.max_top}, got {fields["top"]}')
+    try:
+      chosen = filters_lib.parse(fields['before'], fields['locarno'], fields['class_code'], fields['target'],
+                                 names=('before', 'locarno', 'class', 'target'))
+    except SearchError as e:
+      raise _Refused(400, str(e)) from None
+    if len(chosen.before) > limits.max_cutoffs:
+      raise _Refused(400, f'before names {len(chosen.before)} dates; this server takes at most {limits.max_cutoffs}')
     uploads = read_uploads(images)
+    query = Query(chosen, fields['top'], fields['patent'].strip() or None,
+                  tuple(Image(name, data=data) for name, data in uploads), fields['text'])
     with lock:
       try:
-        return searcher.search(uploads, text, top=top, class_code=class_code, target=target)
+        return searcher.run([query.check(max_top=limits.max_top)], with_source=False, query_sheets=page)
       except SearchError as e:
         raise _Refused(400, str(e)) from None
 
+  def form_fields(text: str = Form(''), patent: str = Form(''), before: str = Form(''), locarno: str = Form(''),
+                  class_code: str = Form(''), top: int = Form(20), target: str = Form('drawings')) -> dict:
+    return dict(text=text, patent=patent, before=before, locarno=locarno, class_code=class_code, top=top,
+                target=target)
+
   @app.get('/', response_class=HTMLResponse)
   def page():
-    return report.render(title=TITLE, form=True, footer=footer, max_top=limits.max_top)
+    return report.render(title=TITLE, form={}, footer=footer, max_top=limits.max_top)
 
   @app.post('/', response_class=HTMLResponse)
-  def search_page(request: Request, images: list[UploadFile] = File(default=[]), text: str = Form(''),
-                  class_code: str = Form(''), top: int = Form(20), target: str = Form('drawings')):
-    form = dict(text=text, class_code=class_code, top=top, target=target, max_top=limits.max_top)
+  def search_page(request: Request, images: list[UploadFile] = File(default=[]),
+                  fields: dict = Depends(form_fields)):
+    form = dict(form=fields, max_top=limits.max_top)
     try:
-      sheets, hits = run(images, text, class_code, top, target)
+      results = run(images, fields, page=True)
     except _Refused as e:
       return _refusal(request, e, form)
-    return report.render(title=TITLE, form=True, hits=hits, thumbnails=[searcher.thumbnail(h) for h in hits],
-                         query_sheets=sheets, footer=footer, **form)
+    url = lambda row: f'/drawing/{row}'
+    shown = [report.Shown(r, [url(h.row) for h in r.hits],
+                          [[url(v) for v in searcher.catalog.other_views(h)] for h in r.hits]) for r in results]
+    return report.render(title=TITLE, shown=shown, footer=footer, **form)
 
   @app.post('/api/search')
-  def search_json(request: Request, images: list[UploadFile] = File(default=[]), text: str = Form(''),
-                  class_code: str = Form(''), top: int = Form(20), target: str = Form('drawings')):
+  def search_json(request: Request, images: list[UploadFile] = File(default=[]),
+                  fields: dict = Depends(form_fields)):
     try:
-      _, hits = run(images, text, class_code, top, target)
+      records = [r.record for r in run(images, fields, page=False)]
     except _Refused as e:
       return _refusal(request, e)
-    return {'hits': [h.to_json(with_source=False) for h in hits]}
+    return records[0] if len(records) == 1 else records
+
+  @app.get('/drawing/{row}')
+  def drawing(row: int):
+    png = searcher.catalog.drawing(row) if 0 <= row < len(searcher.catalog) else None
+    if png is None:
+      return Response(status_code=404)
+    return Response(png, media_type='image/png', headers={'Cache-Control': 'private, max-age=3600'})
 
   return app
 

@@ -18,19 +18,22 @@ import os
 from typing import Callable, Sequence
 
 import numpy as np
+from etils import epath
 
 from designclip_jax.data import images as image_ops
 from designclip_jax.data import pipeline
 from designclip_jax.data.classes import CLASS_CODES
 from designclip_jax.data.impact import VIEWS
-from designclip_jax.data.layout import SPLITS
+from designclip_jax.data.layout import PATENTS_FILE, SPLITS
 from designclip_jax.eval import deeppatent
+from designclip_jax.search import patents
 
 KINDS = ('ingested', 'folder', 'deeppatent')
 IMAGE_SUFFIXES = ('.tif', '.tiff', '.png', '.jpg', '.jpeg')
 FOLDER_PART = 'all'
 FILES_PER_RECORD = 8  # a file source's shard holds records_per_shard x this many files (~ drawings per patent)
-META_COLUMNS = ('kind', 'patent_id', 'title', 'class', 'view', 'dataset', 'split', 'record', 'image', 'path')
+META_COLUMNS = ('kind', 'patent_id', 'title', 'class', 'view', 'dataset', 'split', 'record', 'image', 'path') + \
+    patents.FIELDS
 
 
 class SourceError(ValueError):
@@ -66,7 +69,7 @@ def _parts(requested, known, probe) -> list[str]:
 
 def _rows(meta: dict, **columns) -> None:
   for c in META_COLUMNS:
-    meta[c].append(columns[c])
+    meta[c].append(columns[c] if c in columns or c not in patents.NONE else patents.NONE[c])
 
 
 class IngestedSource:
@@ -75,6 +78,7 @@ class IngestedSource:
 
   def __init__(self, location: str, number: int):
     self.location, self.number = location, number
+    self._dates, self._record_indexes = None, {}
 
   def parts(self, requested) -> list[str]:
     present = _parts(requested, SPLITS, lambda split: pipeline.open_split(self.location, split))
@@ -91,6 +95,51 @@ class IngestedSource:
   def units(self, part: str) -> int:
     return len(pipeline.open_split(self.location, part))
 
+  def patent_fields(self, parts) -> tuple[list[str], str]:
+    """The patent fields this set gives (``patents.FIELDS``) and why any are missing."""
+    notes, fields = [], set()
+    dates = self._patent_dates()
+    if dates is None:
+      notes.append(f'no {PATENTS_FILE} (ingested from CSV alone): no dates, each patent its own family')
+    else:
+      fields |= {'grant_date', 'effective_filing_date'}
+      if dates.without_filing_date:
+        notes.append(f'{dates.without_filing_date} patents without a filing date have no effective filing date')
+    indexes = [self._record_index(part) for part in parts]
+    if None in indexes:
+      notes.append('its record index predates families and Locarno codes: ingest it again to have them')
+    elif any((index.locarno != '').any() for index in indexes):
+      fields.add('locarno')
+    else:
+      notes.append('no record gives a Locarno code')
+    if dates is not None and None not in indexes:
+      fields.add('family_id')
+    return [f for f in patents.FIELDS if f in fields], '; '.join(notes)
+
+  def _patent_dates(self):
+    if self._dates is None:
+      path = epath.Path(self.location, PATENTS_FILE)
+      self._dates = patents.read_dates(str(path)) if path.is_file() else False
+    return self._dates or None
+
+  def _record_index(self, part: str):
+    if part not in self._record_indexes:
+      try:
+        self._record_indexes[part] = pipeline.record_index(self.location, part)
+      except FileNotFoundError:  # ingested before record indexes carried families and Locarno codes
+        self._record_indexes[part] = None
+    return self._record_indexes[part]
+
+  def _patent_columns(self, records: list[dict], part: str) -> list[dict]:
+    """Each record's ``patents.FIELDS`` (blank where the set does not give them)."""
+    index, dates = self._record_index(part), self._patent_dates()
+    nat = np.full(len(records), np.datetime64('NaT'), 'datetime64[D]')
+    grant, effective = dates.lookup([r['patent_id'] for r in records]) if dates else (nat, nat)
+    return [{'grant_date': g, 'effective_filing_date': e,
+             'locarno': str(index.locarno[r['index']]) if index is not None else '',
+             'family_id': str(index.family[r['index']]) if index is not None else ''}
+            for r, g, e in zip(records, grant.astype(object), effective.astype(object))]
+
   def shards(self, part: str, per_shard: int, sheet_size: int):
     """(start, stop, a function building the shard) for every shard of ``part``, in order; the records are
     read as the shard is built, or skipped over when it is not."""
@@ -104,8 +153,9 @@ class IngestedSource:
   def _shard(self, records: list[dict], part: str) -> Shard:
     meta = {c: [] for c in META_COLUMNS}
     pngs, texts = [], []
+    fields = dict(zip((r['index'] for r in records), self._patent_columns(records, part)))
     common = lambda r: dict(patent_id=r['patent_id'], title=r['title'], dataset=self.number, split=part,
-                            record=r['index'], path='', **{'class': CLASS_CODES[r['label']]})
+                            record=r['index'], path='', **{'class': CLASS_CODES[r['label']]}, **fields[r['index']])
     for r in records:
       for i, png in enumerate(r['images']):
         view = VIEWS[r['views'][i]] if i < len(r['views']) else 'unknown'
@@ -133,6 +183,10 @@ class _FileSource:
   def __init__(self, location: str, number: int):
     self.location, self.number = location, number
     self._listings = {}
+
+  def patent_fields(self, parts) -> tuple[list[str], str]:
+    del parts
+    return [], patents.FILE_SOURCE_NOTE
 
   def listing(self, part: str) -> list[str]:
     if part not in self._listings:

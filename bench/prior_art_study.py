@@ -11,6 +11,7 @@ by the synthetic generator: these numbers check that the benchmark runs end to e
 
     python bench/prior_art_study.py      # builds the Red Book set and the pretrained start on first use, then 10 runs
     python bench/prior_art_study.py --seeds 0 --steps 20 --out /tmp/pa_quick   # a quick look (not the study)
+    python bench/prior_art_study.py --tabulate   # the table of the seeds finished so far (all settings done)
 
 Finished runs are kept in runs.json and a rerun resumes; every run records its commit and the hash of the tracked
 files' differences from it (the working tree is shared), and the table refuses runs of several code versions.
@@ -117,6 +118,8 @@ def main():
   parser.add_argument('--steps', type=int, default=100)
   parser.add_argument('--batch', type=int, default=48)
   parser.add_argument('--out', default=OUT)
+  parser.add_argument('--tabulate', action='store_true',
+                      help='only tabulate the finished runs of --seeds (another process may still be running the rest)')
   args = parser.parse_args()
   from absl import flags, logging
   flags.FLAGS.mark_as_parsed()
@@ -146,7 +149,9 @@ def main():
   done = lambda model, seed: any(r['seed'] == seed and r['init_sha256'] == info['sha256'] and
                                  (model == 'pretrained' or (r['steps'], r['batch']) == (args.steps, args.batch))
                                  for r in runs.get(model, []))
-  if not done('pretrained', None):
+  if args.tabulate:
+    args.seeds = [s for s in args.seeds if all(done(setting, s) for setting in SETTINGS)]
+  elif not done('pretrained', None):
     start = time.perf_counter()
     result = score(info['hf_dir'], data_dir, info['pixel_normalization'])
     result['seconds'] = time.perf_counter() - start
@@ -155,7 +160,7 @@ def main():
   try:
     for seed in args.seeds:
       for setting in SETTINGS:
-        if not done(setting, seed):
+        if not done(setting, seed) and not args.tabulate:
           record(setting, seed, run_one(setting, seed, args.steps, args.batch, info['hf_dir'], data_dir,
                                         os.path.join(scratch, f'{setting}-{seed}')))
   finally:

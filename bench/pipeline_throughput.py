@@ -10,18 +10,18 @@ else the machine runs; wall rates are printed beside it but mean little on a sha
 path reproduced here, not an old commit: the same TrainTransform, then its uint8 drawings turned into float32 RGB
 inside the workers (data.images.normalize, the arithmetic of the removed images.to_model_input of fa74598), so
 they cross processes as before. Both run side by side in one process, alternating, so the machine's load hits both.
+(Checked once against fa74598's own pipeline on the same data, 2026-12-03: 231 and 272 examples per CPU-second with
+no workers, 182 and 196 with 2, against this script's 218 and 172.)
 
 Without --data it uses (and if needed builds, once) the synthetic set stored at 256 px, as the IMPACT configs ingest
 (--image-size 256 in their docstrings).
 """
 
 import argparse
-import cProfile
 import datetime
 import json
 import os
 import platform
-import pstats
 import sys
 import time
 
@@ -33,18 +33,19 @@ from absl import flags
 # on its target" (libtpu 0.0.42.1, 2026-11-29); --aot-report replaces a bound with a newer aot --output JSON
 AOT_BOUNDS = {('impact_vitb16', 'v4:2x2x4'): 19_010, ('impact_rn50', 'v4:2x2x4'): 48_480,
               ('impact_vitl14', 'v4:2x4x4'): 7_013, ('impact_vitb16', 'v5e:4x4'): 13_605}
-CONFIGS = ('impact_vitb16', 'impact_rn50', 'impact_vitl14')
-# TPU VM hosts: chips and vCPUs per host (Google Cloud documentation)
+# TPU VM hosts: chips and vCPUs per host
+_V4_CHIPS = ('4 chips per VM, v4-32 (2x2x4) on 4 VMs, v4-64 (2x4x4) on 8: the GKE TPU-type table of Google Cloud\'s '
+             'applied-ai-engineering-samples (ai-infrastructure/saxml-on-gke/README.md)')
+_V5E = 'docs.cloud.google.com/tpu/docs/v5e, VM types (ct5lp-hightpu-1t 24, -4t 112, -8t 224 vCPUs)'
 HOSTS = {
     'v4': [dict(machine='ct4p-hightpu-4t', chips=4, vcpus=240,
-                source='chips: docs.cloud.google.com/tpu/docs/v4 (v4-32 = 2x2x4 = 16 chips on 4 hosts) and GKE '
-                       'machine type ct4p-hightpu-4t; vCPUs: 240 as given in the project brief, not found in the '
-                       'documentation pages searchable here')],
-    'v5e': [dict(machine='ct5lp-hightpu-4t', chips=4, vcpus=112, source='docs.cloud.google.com/tpu/docs/v5e (VM types)'),
-            dict(machine='ct5lp-hightpu-8t', chips=8, vcpus=224, source='docs.cloud.google.com/tpu/docs/v5e (VM types)')],
+                source=f'{_V4_CHIPS}; 240 vCPUs as the project brief gives it: not found in the Google Cloud '
+                       'documentation searchable from here (docs.cloud.google.com/tpu/docs/v4 names no vCPU count)')],
+    'v5e': [dict(machine='ct5lp-hightpu-4t', chips=4, vcpus=112, source=_V5E),
+            dict(machine='ct5lp-hightpu-8t', chips=8, vcpus=224, source=_V5E)],
     'v5p': [dict(machine='v5p host', chips=4, vcpus=208,
-                 source='docs.cloud.google.com/tpu/docs/v5p-training (VM, host and slice properties; half the vCPUs '
-                        'with NUMA binding)')],
+                 source='docs.cloud.google.com/tpu/docs/v5p-training, VM, host and slice properties (4 chips, 208 '
+                        'vCPUs; half of them with NUMA binding)')],
 }
 
 
@@ -89,36 +90,38 @@ def measure(transform, opts, batches: int) -> dict:
           'image_dtype': str(batch['image'].dtype), 'image_shape': list(batch['image'].shape[1:])}
 
 
-STAGES = {  # a profiled function (file suffix, name) -> the stage of TrainTransform.__call__ it is
-    ('pipeline.py', 'draw_record'): 'draw a record (class-aware sampler)',
-    ('data_sources/base.py', '__getitem__'): 'read the record (ArrayRecord + TFDS parse of every view)',
-    ('images.py', 'decode_png'): 'decode 2 PNGs',
-    ('pipeline.py', '_augment'): 'augment: crop + resize (PIL BOX)',
-    ('images.py', 'fit'): 'fit to size (uint8, one channel)',
-    ('tokenizer.py', '__call__'): 'tokenise the caption',
-}
+def stage_costs(transform, examples: int) -> dict:
+  """CPU milliseconds per example of each stage of TrainTransform, each stage timed on its own (process CPU clock,
+  no profiler: cProfile found these stages but slowed the Python-heavy ones 3x) over the same drawn records, and
+  the whole transform over the same examples for comparison."""
+  from designclip_jax.data import images as image_ops  # pylint: disable=import-outside-toplevel
+  from designclip_jax.data import pipeline  # pylint: disable=import-outside-toplevel
+  size, cost = transform.opts.image_size, {}
 
+  def timed(stage, fn):
+    start = time.process_time()
+    out = fn()
+    cost[stage] = 1e3 * (time.process_time() - start) / examples
+    return out
 
-def profile(transform, examples: int) -> dict:
-  """cProfile of TrainTransform over ``examples`` examples in this process, timed by this process's CPU clock (wall
-  time would count the machine's other jobs): each stage's share."""
-  profiler = cProfile.Profile(time.process_time)
-  profiler.enable()
-  for k in range(examples):
+  for k in range(10 ** 6, 10 ** 6 + 64):  # warm-up: the shards' first reads, the tokenizer's first call
     transform(k)
-  profiler.disable()
-  stats = pstats.Stats(profiler).stats
-  total = sum(tt for (_, _, _), (_, _, tt, _, _) in stats.items())
-  shares = {}
-  for (path, _, name), (_, _, _, cumulative, _) in stats.items():
-    for (suffix, func), stage in STAGES.items():
-      if name == func and path.endswith(suffix):
-        shares[stage] = shares.get(stage, 0.0) + cumulative
-  out = {stage: {'ms_per_example': 1e3 * t / examples, 'share': t / total} for stage, t in shares.items()}
-  rest = total - sum(shares.values())
-  out['rest (the transform itself, RNG, dicts)'] = {'ms_per_example': 1e3 * rest / examples, 'share': rest / total}
-  out['total'] = {'ms_per_example': 1e3 * total / examples, 'share': 1.0}
-  return out
+  rngs = timed("the example's own RNG (SeedSequence + PCG64)",
+               lambda: [np.random.default_rng([transform.opts.seed, k]) for k in range(examples)])
+  drawn = timed('draw a record (class-aware sampler)', lambda: [pipeline.draw_record(transform.cdf, r) for r in rngs])
+  records = timed('read the record (ArrayRecord + TFDS parse of all its views)',
+                  lambda: [transform.source[i] for i in drawn])
+  pngs = [png for r in records for png in (r['images'][0], r['images'][min(1, len(r['images']) - 1)])]
+  grays = timed('decode 2 PNGs', lambda: [image_ops.decode_png(png) for png in pngs])
+  rng = np.random.default_rng(0)
+  augment = pipeline._augment  # pylint: disable=protected-access
+  timed('augment 2 drawings: crop + resize (PIL BOX)', lambda: [augment(g, size, rng) for g in grays])
+  captions = [r['caption'].decode() for r in records]
+  timed('tokenise the caption', lambda: [transform.tokenizer([c]) for c in captions])
+  timed('the whole transform', lambda: [transform(k) for k in range(examples)])
+  # the rest: the view pair, the caption's decoding, the example's dict
+  cost['rest of the transform'] = 2 * cost['the whole transform'] - sum(cost.values())
+  return cost
 
 
 def load_config(name: str):
@@ -167,7 +170,7 @@ def main():
   parser.add_argument('--batches', type=int, default=20)
   parser.add_argument('--batch-size', type=int, default=64)
   parser.add_argument('--rounds', type=int, default=1, help='repeat before/after pairs; the median is reported')
-  parser.add_argument('--profile-examples', type=int, default=300, help='0: no profile')
+  parser.add_argument('--stage-examples', type=int, default=300, help='examples the stage timings run over (0: none)')
   parser.add_argument('--aot-report', nargs='*', default=[],
                       help='python -m designclip_jax.aot --output JSONs whose samples/s bounds replace the table')
   parser.add_argument('--json', default='', help='also write every number here')
@@ -201,9 +204,9 @@ def main():
                         'bytes_per_example', 'image_dtype', 'image_shape')}})
 
   stages = {}
-  if args.profile_examples:
+  if args.stage_examples:
     opts = pipeline.TrainOptions(image_size=args.image_size, global_batch=args.batch_size)
-    stages = profile(pipeline.TrainTransform(data_dir, opts, tokenizer), args.profile_examples)
+    stages = stage_costs(pipeline.TrainTransform(data_dir, opts, tokenizer), args.stage_examples)
 
   bounds = dict(AOT_BOUNDS)
   for path in args.aot_report:
@@ -218,7 +221,7 @@ def main():
   result = {'command': ' '.join([os.path.basename(sys.executable)] + sys.argv), 'machine': started,
             'load_average_1min_end': os.getloadavg()[0], 'data': data_dir, 'image_size': args.image_size,
             'batch_size': args.batch_size, 'batches': args.batches, 'rounds': args.rounds, 'rates': rates,
-            'profile_examples': args.profile_examples, 'stages': stages,
+            'stage_examples': args.stage_examples, 'stage_ms_per_example': stages,
             'host_rate': {'workers': feeding['workers'], 'examples_per_cpu_second': feeding['examples_per_cpu_second']},
             'hosts': hosts}
   print_tables(result)
@@ -238,13 +241,15 @@ def print_tables(r: dict) -> None:
   for x in r['rates']:
     print(f"| {x['path']} | {x['workers']} | {x['bytes_per_example']:,.0f} | {x['examples_per_cpu_second']:,.0f} | "
           f"{x['examples_per_second']:,.0f} |")
-  if r['stages']:
-    print(f"\nWhere an example's CPU time goes (cProfile, {r['profile_examples']} examples in one process; "
-          'profiling overhead included)\n')
-    print('| stage | ms per example | share |')
+  if r['stage_ms_per_example']:
+    stages = r['stage_ms_per_example']
+    whole = stages['the whole transform']
+    print(f"\nWhere an example's CPU time goes: each stage timed on its own over the same {r['stage_examples']} "
+          'examples, one process, no workers\n')
+    print('| stage | CPU ms per example | share of the whole transform |')
     print('|---|---|---|')
-    for stage, x in r['stages'].items():
-      print(f"| {stage} | {x['ms_per_example']:.2f} | {100 * x['share']:.0f}% |")
+    for stage, ms in stages.items():
+      print(f'| {stage} | {ms:.3f} | {100 * ms / whole:.0f}% |')
   h = r['host_rate']
   print(f"\nFeeding the chips: cores the pipeline needs per TPU host at the AOT samples/s bound, at "
         f"{h['examples_per_cpu_second']:,.0f} examples per CPU-second (uint8, {h['workers']} workers, this machine)\n")

@@ -5,6 +5,9 @@ import contextlib
 import os
 import threading
 import time
+import urllib.error
+import urllib.request
+import uuid
 
 import numpy as np
 import pytest
@@ -84,3 +87,22 @@ def one_line_error(capsys, main, argv, expected):
     main(argv)
   err = capsys.readouterr().err.strip()
   assert e.value.code == 2 and expected in err and '\n' not in err and 'Traceback' not in err, err
+
+
+def multipart(fields, files) -> tuple[bytes, str]:
+  boundary = uuid.uuid4().hex
+  body = b''.join(f'--{boundary}\r\nContent-Disposition: form-data; name="{k}"\r\n\r\n{v}\r\n'.encode()
+                  for k, v in fields.items())
+  body += b''.join(f'--{boundary}\r\nContent-Disposition: form-data; name="images"; filename="{name}"\r\n'
+                   f'Content-Type: application/octet-stream\r\n\r\n'.encode() + data + b'\r\n' for name, data in files)
+  return body + f'--{boundary}--\r\n'.encode(), f'multipart/form-data; boundary={boundary}'
+
+
+def post_form(url, fields, files):
+  """A multipart/form-data POST (as a browser's form sends it) -> (status, body)."""
+  body, content_type = multipart(fields, files)
+  try:
+    with urllib.request.urlopen(urllib.request.Request(url, body, {'Content-Type': content_type}), timeout=60) as r:
+      return r.status, r.read().decode()
+  except urllib.error.HTTPError as e:
+    return e.code, e.read().decode()

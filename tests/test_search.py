@@ -18,7 +18,6 @@ import socket
 import struct
 import urllib.error
 import urllib.request
-import uuid
 import zlib
 
 import jax
@@ -44,7 +43,7 @@ from designclip_jax.weights import run_checkpoints
 from designclip_jax.weights.model_spec import ModelSpec
 from tests.eval_helpers import tiny_clip_dir
 from tests.processes import free_port, run_workers
-from tests.search_helpers import chromium_page, one_line_error, serving
+from tests.search_helpers import chromium_page, multipart, one_line_error, post_form, serving
 
 WORKER = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'search_multihost_worker.py')
 TRAIN_STEPS, TRAIN_BATCH, TRAIN_SCALE = 300, 32, 20.0
@@ -458,32 +457,13 @@ def server(built):
     yield url
 
 
-def _multipart(fields, files) -> tuple[bytes, str]:
-  boundary = uuid.uuid4().hex
-  body = b''.join(f'--{boundary}\r\nContent-Disposition: form-data; name="{k}"\r\n\r\n{v}\r\n'.encode()
-                  for k, v in fields.items())
-  body += b''.join(f'--{boundary}\r\nContent-Disposition: form-data; name="images"; filename="{name}"\r\n'
-                   f'Content-Type: application/octet-stream\r\n\r\n'.encode() + data + b'\r\n' for name, data in files)
-  return body + f'--{boundary}--\r\n'.encode(), f'multipart/form-data; boundary={boundary}'
-
-
-def _post(url, fields, files):
-  """A multipart/form-data POST (as a browser's form sends it) -> (status, body)."""
-  body, content_type = _multipart(fields, files)
-  try:
-    with urllib.request.urlopen(urllib.request.Request(url, body, {'Content-Type': content_type}), timeout=60) as r:
-      return r.status, r.read().decode()
-  except urllib.error.HTTPError as e:
-    return e.code, e.read().decode()
-
-
 def test_server_keeps_serving_after_a_bad_upload(clear_query, server):
   patent, sheet = clear_query
-  status, page = _post(server, {'text': ''}, [('broken.tif', b'\x00garbage')])
+  status, page = post_form(server, {'text': ''}, [('broken.tif', b'\x00garbage')])
   assert status == 400 and 'query image broken.tif: cannot be decoded' in page
-  status, page = _post(server, {'text': ''}, [('bomb.png', bomb_png(14142, 14142))])
+  status, page = post_form(server, {'text': ''}, [('bomb.png', bomb_png(14142, 14142))])
   assert status == 400 and 'query image bomb.png: more than 179 megapixels is past the limit' in page
-  status, body = _post(server + 'api/search', {'top': '3'}, [('sheet.tif', _read(sheet))])
+  status, body = post_form(server + 'api/search', {'top': '3'}, [('sheet.tif', _read(sheet))])
   hits = json.loads(body)['hits']
   assert status == 200 and hits[0]['patent_id'] == patent and len(hits) == 3
 
@@ -495,16 +475,16 @@ def test_server_bounds_requests_and_shows_no_paths(built, clear_query, server, m
   _, sheet = clear_query
   drawing = ('sheet.tif', _read(sheet))
   for top in ('0', '51'):
-    status, body = _post(server + 'api/search', {'top': top}, [drawing])
+    status, body = post_form(server + 'api/search', {'top': top}, [drawing])
     assert status == 400 and json.loads(body) == {'error': f'top must be between 1 and 50, got {top}'}
-  status, page = _post(server, {'top': '51'}, [drawing])
+  status, page = post_form(server, {'top': '51'}, [drawing])
   assert status == 400 and 'top must be between 1 and 50, got 51' in page and 'max="50"' in page
-  status, body = _post(server + 'api/search', {}, [drawing] * 4)
+  status, body = post_form(server + 'api/search', {}, [drawing] * 4)
   assert status == 413 and 'at most 3' in json.loads(body)['error']
-  status, body = _post(server + 'api/search', {}, [('big.tif', b'\x00' * (257 << 10))])
+  status, body = post_form(server + 'api/search', {}, [('big.tif', b'\x00' * (257 << 10))])
   assert status == 413 and 'query image big.tif: larger than the 0.25 MB' in json.loads(body)['error']
   host, port = server.split('/')[2].split(':')
-  body, content_type = _multipart({}, [('huge.tif', b'\x00' * (2 << 20))])  # past 3 x 0.25 + 1 MB
+  body, content_type = multipart({}, [('huge.tif', b'\x00' * (2 << 20))])  # past 3 x 0.25 + 1 MB
   connection = http.client.HTTPConnection(host, int(port), timeout=30)
   connection.putrequest('POST', '/api/search')
   connection.putheader('Content-Type', content_type)
@@ -531,9 +511,9 @@ def test_server_bounds_requests_and_shows_no_paths(built, clear_query, server, m
   made = []
   catalog = built['folder_searcher'].catalog
   monkeypatch.setattr(catalog, 'drawing', lambda row, real=catalog.drawing: made.append(row) or real(row))
-  status, body = _post(server + 'api/search', {'top': '4'}, [drawing])
+  status, body = post_form(server + 'api/search', {'top': '4'}, [drawing])
   assert status == 200 and not made and len(json.loads(body)['hits']) == 4 and 'data:image' not in body
-  status, page = _post(server, {'top': '4'}, [drawing])
+  status, page = post_form(server, {'top': '4'}, [drawing])
   assert status == 200 and not made and page.count('<li class="hit">') == 4
   rows = [int(r) for r in re.findall(r'src="/drawing/(\d+)"', page)]
   hit_rows = [int(r) for r in re.findall(r'<li class="hit"><img alt="drawing of [^"]*" src="/drawing/(\d+)"', page)]

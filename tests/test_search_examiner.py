@@ -21,7 +21,7 @@ from designclip_jax.search.__main__ import main
 from designclip_jax.search.catalog import MAX_OTHER_VIEWS
 from designclip_jax.search.query import Searcher
 from tests.eval_helpers import tiny_clip_dir
-from tests.search_helpers import chromium_page, one_line_error, reference_ranking, serving
+from tests.search_helpers import chromium_page, one_line_error, post_form, reference_ranking, serving
 
 N, SEED, WEEKS = 40, 3, 4
 
@@ -288,3 +288,28 @@ def test_page_keeps_the_uploaded_drawing_when_a_search_is_refined(redbook, serve
   assert second['hits'] and all(h['locarno'][:2] == locarno for h in second['hits'])
   assert len(first['hits']) > len(second['hits']) and 'source' not in second['hits'][0]
   assert files == ['fig1.png'] and shown == 1 and views > 0
+
+
+def test_api_answers_search_records_with_the_new_filters(redbook, server):
+  """POST /api/search by patent with two cut-offs and a Locarno class: two records (each the reference's hits),
+  naming no path of the server; a bad date, too many dates and an unknown patent: HTTP 400 with one line."""
+  patents, meta = redbook['patents'], redbook['meta']
+  query = next(p for p in sorted(patents) if patents[p]['family'] and len(_family(patents, p)) > 1)
+  locarno = patents[query]['locarno'][:2]
+  status, body = post_form(server + 'api/search', {'patent': query, 'before': '2021-06-01, 2020-10-01',
+                                                   'locarno': f'{locarno},99', 'top': '10'}, [])
+  records = json.loads(body)
+  assert status == 200 and [r['filters']['before'] for r in records] == ['2021-06-01', '2020-10-01']
+  for record in records:
+    ids, _, passing = reference_ranking(meta, redbook['vectors'], _patent_vector(redbook, query), 10,
+                                        before=record['filters']['before'], locarno=(locarno, '99'),
+                                        family=patents[query]['family_id'])
+    assert [h['patent_id'] for h in record['hits']] == ids and record['patents_searched'] == passing
+    assert record['filters']['locarno'] == [locarno, '99'] and 'source' not in record['model']
+    assert str(redbook['root']) not in json.dumps(record)
+  for fields, expected in [({'patent': query, 'before': '2021-02-29'}, "before '2021-02-29' is not a date"),
+                           ({'patent': query, 'before': ','.join(['2020-01-0' + str(d) for d in range(1, 6)])},
+                            'before names 5 dates; this server takes at most 4'),
+                           ({'patent': 'D0999999'}, f"patent 'D0999999' is not in the index ({N} patents)")]:
+    status, body = post_form(server + 'api/search', fields, [])
+    assert status == 400 and expected in json.loads(body)['error'] and str(redbook['root']) not in body, body

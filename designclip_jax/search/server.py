@@ -122,8 +122,8 @@ def create_app(searcher, limits: Limits = Limits(), api_docs: bool = False):
     with lock:
       try:
         return searcher.run([query.check(max_top=limits.max_top)], with_source=False, query_sheets=page)
-      except SearchError as e:
-        raise _Refused(400, str(e)) from None
+      except SearchError as e:  # errors name the index by its folder: not shown beyond this machine
+        raise _Refused(400, str(e).replace(f'index {searcher.index_dir}', 'the index')) from None
 
   def form_fields(text: str = Form(''), patent: str = Form(''), before: str = Form(''), locarno: str = Form(''),
                   class_code: str = Form(''), top: int = Form(20), target: str = Form('drawings')) -> dict:

@@ -18,10 +18,8 @@ from designclip_jax.train import loop
 from designclip_jax.weights import run_checkpoints
 from designclip_jax.weights.loader import load_model
 from designclip_jax.weights.model_spec import ModelSpec
-from tests.processes import free_port
-from tests.train_helpers import BatchRecorder, fake_bucket, micro_config, pretrained_checkpoint, sigterm_at  # noqa: F401  (fake_bucket: a fixture)
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from tests.train_helpers import (BatchRecorder, fake_bucket, micro_config, pretrained_checkpoint, sigterm_at,  # noqa: F401
+                                 sigterm_one_of_two)  # (fake_bucket: a fixture)
 
 
 def _final_params(workdir, step=None):
@@ -154,11 +152,6 @@ def test_training_starts_from_a_checkpoint_and_keeps_a_frozen_tower(synthetic_da
   assert random_gap > 5 * bound  # so a tower left at its random init would fail the bound above
 
 
-def _train_cli(data_dir, workdir, *overrides):
-  return [sys.executable, '-m', 'designclip_jax.train', '--config', f'{ROOT}/tests/train_helpers.py:{data_dir}',
-          '--workdir', str(workdir), *overrides]
-
-
 def test_sigterm_on_one_of_two_processes_stops_both_at_one_step_with_the_parameters_of_one(
     synthetic_data, tmp_path, monkeypatch):
   """srun or a TPU host may signal one process (and its Grain worker) only: both processes save the same
@@ -166,33 +159,14 @@ def test_sigterm_on_one_of_two_processes_stops_both_at_one_step_with_the_paramet
   same global batch of 16) after N steps. Worker counts differ per process: the batches do not. Resumed by
   one process, the run sees the batches and reaches the parameters of the uninterrupted one-process run."""
   _, _, data_dir = synthetic_data
-  workdir, port = tmp_path / 'multi', free_port()
-  env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=2', JAX_PLATFORMS='cpu')
-  logs = [tmp_path / f'process{i}.log' for i in range(2)]
-  procs = []
-  try:
-    for i in range(2):
-      with open(logs[i], 'w') as log:
-        procs.append(subprocess.Popen(
-            _train_cli(data_dir, workdir, '--config.train.steps=1000', '--config.train.checkpoint_every=1000',
-                       f'--config.data.worker_count={i}', '--config.distributed.enabled=True',
-                       f'--config.distributed.coordinator_address=127.0.0.1:{port}',
-                       '--config.distributed.num_processes=2', f'--config.distributed.process_id={i}'),
-            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True))
-    deadline = time.monotonic() + 240
-    metrics = workdir / 'metrics.jsonl'
-    while not (metrics.exists() and len(metrics.read_text().splitlines()) >= 2):  # training is under way
-      assert time.monotonic() < deadline and all(p.poll() is None for p in procs), logs[0].read_text()[-3000:]
-      time.sleep(0.1)
-    os.killpg(procs[1].pid, signal.SIGTERM)  # process 1 and its Grain worker process
-    for p in procs:
-      p.wait(timeout=max(1, deadline - time.monotonic()))
-  finally:
-    for p in procs:
-      if p.poll() is None:
-        os.killpg(p.pid, signal.SIGKILL)
-  outputs = [log.read_text() for log in logs]
-  assert [p.returncode for p in procs] == [loop.PREEMPTED_EXIT_CODE] * 2, outputs[1][-3000:]
+  workdir = tmp_path / 'multi'
+  metrics = workdir / 'metrics.jsonl'
+  statuses, outputs, _ = sigterm_one_of_two(
+      data_dir, workdir, [tmp_path / f'process{i}.log' for i in range(2)],
+      lambda i: ['--config.train.steps=1000', '--config.train.checkpoint_every=1000', f'--config.data.worker_count={i}'],
+      lambda _: metrics.exists() and len(metrics.read_text().splitlines()) >= 2,  # training is under way
+      timeout=240)
+  assert statuses == [loop.PREEMPTED_EXIT_CODE] * 2, outputs[1][-3000:]
   saved = [[int(line.split()[3].rstrip(';')) for line in out.splitlines() if line.startswith('preempted: saved step')]
            for out in outputs]
   mngr = run_checkpoints.manager(str(workdir), keep=None)

@@ -16,6 +16,7 @@ from designclip_jax.train.config import base_config
 from designclip_jax.weights import run_checkpoints
 
 _GLOBAL_BATCH = sharding.host_local_to_global  # the real one, before any recorder wraps it
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def micro_config(data_dir, **train):
@@ -132,3 +133,44 @@ def fake_bucket(tmp_path, monkeypatch):
   yield root, orbax_dirs
   type(backend.fsspec_backend)._get_filesystem.cache_clear()
   _FakeBucket.clear_instance_cache()
+
+
+def train_cli(data_dir, workdir, *overrides) -> list:
+  """The train CLI on micro_config (this file's get_config) over ``data_dir``."""
+  import sys  # pylint: disable=import-outside-toplevel
+  return [sys.executable, '-m', 'designclip_jax.train', '--config', f'{ROOT}/tests/train_helpers.py:{data_dir}',
+          '--workdir', str(workdir), *overrides]
+
+
+def sigterm_one_of_two(data_dir, workdir, logs, overrides, ready, *, timeout: float):
+  """Two processes of one jax.distributed training job (2 CPU devices each; ``overrides(i)`` for process i),
+  SIGTERM to process 1's session (it and its Grain worker) once ``ready(log texts)``; both waited for, within
+  ``timeout`` s in all. Returns (exit statuses, outputs, seconds from the signal to the last exit)."""
+  import subprocess  # pylint: disable=import-outside-toplevel
+  import time  # pylint: disable=import-outside-toplevel
+  from tests.processes import free_port  # pylint: disable=import-outside-toplevel
+  port = free_port()
+  env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=2', JAX_PLATFORMS='cpu')
+  procs = []
+  try:
+    for i in range(2):
+      with open(logs[i], 'w') as log:
+        procs.append(subprocess.Popen(
+            train_cli(data_dir, workdir, *overrides(i), '--config.distributed.enabled=True',
+                      f'--config.distributed.coordinator_address=127.0.0.1:{port}',
+                      '--config.distributed.num_processes=2', f'--config.distributed.process_id={i}'),
+            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True))
+    deadline = time.monotonic() + timeout
+    while not ready([log.read_text() for log in logs]):
+      assert time.monotonic() < deadline and all(p.poll() is None for p in procs), logs[0].read_text()[-3000:]
+      time.sleep(0.1)
+    os.killpg(procs[1].pid, signal.SIGTERM)
+    signalled = time.monotonic()
+    for p in procs:
+      p.wait(timeout=max(1, deadline - time.monotonic()))
+    stopped_after = time.monotonic() - signalled
+  finally:
+    for p in procs:
+      if p.poll() is None:
+        os.killpg(p.pid, signal.SIGKILL)
+  return [p.returncode for p in procs], [log.read_text() for log in logs], stopped_after

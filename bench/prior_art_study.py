@@ -12,6 +12,8 @@ by the synthetic generator: these numbers check that the benchmark runs end to e
     python bench/prior_art_study.py      # builds the Red Book set and the pretrained start on first use, then 10 runs
     python bench/prior_art_study.py --seeds 0 --steps 20 --out /tmp/pa_quick   # a quick look (not the study)
     python bench/prior_art_study.py --tabulate   # the table of the seeds finished so far (all settings done)
+    git worktree add --detach ../pa_study HEAD && cd ../pa_study &&
+      PYTHONPATH=$PWD python bench/prior_art_study.py   # one clean commit while others edit the shared tree
 
 Finished runs are kept in runs.json and a rerun resumes; every run records its commit and the hash of the tracked
 files' differences from it (the working tree is shared), and the table refuses runs of several code versions.
@@ -59,8 +61,15 @@ def ensure_redbook(progress: bool = True) -> str:
 
 
 def code_state() -> dict:
-  """The commit, and a hash of how the tracked files differ from it (others may be editing the same tree)."""
-  state = ablations.git_state()
+  """The commit, and a hash of how the tracked files differ from it (others may be editing the same tree), of the
+  checkout both bench/ and the imported designclip_jax come from: run from a worktree without PYTHONPATH, the venv's
+  editable install imports another checkout's package, whose state the worktree's would misname."""
+  import designclip_jax
+  package_repo = os.path.dirname(os.path.dirname(os.path.abspath(designclip_jax.__file__)))
+  if os.path.realpath(package_repo) != os.path.realpath(ablations.REPO):
+    raise SystemExit(f'bench/ is {ablations.REPO} but designclip_jax is imported from {package_repo}: '
+                     f'run with PYTHONPATH={ablations.REPO}')
+  state = ablations.git_state(ablations.REPO)
   diff = subprocess.run(['git', '-C', ablations.REPO, 'diff', 'HEAD'], capture_output=True, check=False).stdout
   return {**state, 'diff_sha256': hashlib.sha256(diff).hexdigest() if state['dirty'] else None}
 
@@ -128,10 +137,10 @@ def main():
   from designclip_jax.data.prepare import cache_root
   jax.config.update('jax_compilation_cache_dir', os.path.join(cache_root(), 'xla-cache'))
   jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.5)
+  code = code_state()  # before the set and the start are built: a mismatched checkout is refused at once
   os.makedirs(args.out, exist_ok=True)
   data_dir = ensure_redbook()
   info = pretrained_start.ensure()
-  code = code_state()
   raw_path = os.path.join(args.out, 'runs.json')
   runs = {}
   if os.path.exists(raw_path):

@@ -129,3 +129,33 @@ def test_checkpoint_embeddings_saved_and_rescored_give_the_same_numbers(redbook_
         prior_art.effective_filing_dates(collection['filing'], collection['priority'])).tolist()
     assert len(z['view_embeddings']) == z['view_offsets'][-1] == np.maximum(collection['num_views'] - 1, 1).sum()
     np.testing.assert_allclose(np.linalg.norm(z['patent_embeddings'], axis=1), 1, rtol=1e-5)
+
+
+def test_the_real_sample_goes_through_the_benchmark_to_a_refusal_that_says_why(tmp_path, capsys):
+  """The 35 real grants (all of 2021) ingested with --redbook: none cites another, so --task prior_art refuses in
+  one line, and the line counts every distinct citation as outside the collection (reference: the grants' own
+  citation lists, which test_redbook checks against the raw XML)."""
+  import glob  # pylint: disable=import-outside-toplevel
+  from designclip_jax.data.redbook import parse_grant  # pylint: disable=import-outside-toplevel
+  from tests.conftest import IMPACT_SAMPLE  # pylint: disable=import-outside-toplevel
+  if not (IMPACT_SAMPLE / 'sample_data.csv').is_file():
+    pytest.skip(f'real IMPACT sample not found at {IMPACT_SAMPLE}')
+  ingest_redbook([str(IMPACT_SAMPLE)], str(tmp_path / 'data'), image_size=16, workers=1, progress=False)
+  grants = []
+  for path in sorted(glob.glob(str(IMPACT_SAMPLE / '*' / '*.XML'))):
+    with open(path, 'rb') as f:
+      grants.append(parse_grant(f.read()))
+  collection = prior_art_cli.load_collection(str(tmp_path / 'data'))
+  assert sorted(collection['ids'].tolist()) == sorted(g.patent_id for g in grants)
+  np.savez(tmp_path / 'e.npz', **_fake_embeddings(collection))
+  for citations, lists in (('examiner', lambda g: g.cited_by_examiner),
+                           ('all', lambda g: g.cited_by_examiner + g.cited_by_applicant)):
+    distinct = sum(len(set(lists(g))) for g in grants)
+    with pytest.raises(SystemExit) as e:
+      main(['--embeddings', str(tmp_path / 'e.npz'), '--data', str(tmp_path / 'data'), '--task', 'prior_art',
+            '--split', 'all', '--citations', citations])
+    assert e.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert '\n' not in err and err.endswith(
+        f'no query ({distinct} distinct {citations} citations: {distinct} outside the collection, 0 in the family, '
+        '0 after the cut-off)'), err

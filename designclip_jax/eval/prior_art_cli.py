@@ -127,7 +127,10 @@ def benchmark(collection: dict, embeddings: dict | None, *, citations: str = 'ex
                      f'{sorted(set(collection["split"].tolist()))}, or all)')
   judged = prior_art.judgments(collection['ids'], effective, collection['family'], cited, candidates)
   if not len(judged.queries):
-    raise ValueError(f'no patent of split {split!r} cites a design of the collection filed before it: no query')
+    c = judged.counts  # why none: a small or recent collection cites mostly what lies outside it
+    raise ValueError(f'no patent of split {split!r} cites a design of the collection filed before it: no query '
+                     f'({c["citations"]} distinct {citations} citations: {c["outside_collection"]} outside the '
+                     f'collection, {c["in_family"]} in the family, {c["after_cutoff"]} after the cut-off)')
   query_class = np.char.partition(collection['locarno'][judged.queries].astype(str), '-')[:, 0]
   query_class = np.where(query_class == '', 'none', query_class)
   methods = {}

@@ -36,6 +36,7 @@ import zipfile
 import numpy as np
 
 from designclip_jax.eval import metrics, runner
+from designclip_jax.paths import absolute
 
 NPZ_KEYS = {
     'image_retrieval': ('query', 'query_labels', 'gallery', 'gallery_labels'),
@@ -269,17 +270,24 @@ def _reporting() -> bool:
   return jax.process_index() == 0
 
 
+def _output_file(path: str, mode: str):
+  """``path`` opened for writing, local (its folder made) or in a bucket (gs://…)."""
+  from etils import epath  # pylint: disable=import-outside-toplevel
+  epath.Path(absolute(path)).parent.mkdir(parents=True, exist_ok=True)
+  return epath.Path(path).open(mode)
+
+
 def _save_npz(path, arrays):
   if not _reporting():
     return
-  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  np.savez(path, **arrays)
+  path = path if path.endswith('.npz') else path + '.npz'  # as np.savez names a file it is given by name
+  with _output_file(path, 'wb') as f:
+    np.savez(f, **arrays)
   print('wrote', path)
 
 
 def _write_json(path, value):
-  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  with open(path, 'w') as f:
+  with _output_file(path, 'w') as f:
     json.dump(value, f, indent=1, allow_nan=False)  # undefined metrics are null, never a bare NaN
 
 

@@ -35,6 +35,7 @@ from designclip_jax.data.ingest.splits import ID_RULE, LIST_RULE, read_split_lis
 from designclip_jax.data.ingest.writer import (BEAM_WORK_DIR, ROWS_PER_SHARD, atomic_json, block_meta, prepare_output,
                                                read_json)
 from designclip_jax.data.layout import DATASET_NAME, DESCRIPTION, SPLITS, VERSION, dataset_dir_in, features
+from designclip_jax.paths import absolute, is_url
 
 
 def _parse_file(indexed_path, images, split_lists):
@@ -150,17 +151,20 @@ def ingest_beam(csv_pattern: str, images: str, out: str, *, beam_runner: str = '
   except ImportError:
     raise IngestError("apache_beam: not installed; pip install 'designclip_jax[beam]'") from None
   import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel
+  if is_url(out):  # TFDS's Beam writer hands the path to ArrayRecord's writer, which writes local files only
+    raise IngestError(f'{out}: --beam-runner writes a local --out only (the inputs may be in a bucket); ingest '
+                      'without --beam-runner to write into the bucket')
   csv_paths = check_inputs(csv_pattern, images)
   split_lists = read_split_lists(split_files) if split_files else None
-  settings = {'runner': 'beam', 'csv_files': [os.path.abspath(p) for p in csv_paths],
-              'images': os.path.abspath(images), 'image_size': image_size}
+  settings = {'runner': 'beam', 'csv_files': [absolute(p) for p in csv_paths], 'images': absolute(images),
+              'image_size': image_size}
   # a Beam run is not resumed block by block (the engine retries failed work itself): start clean
   work = prepare_output(out, settings, overwrite, work_name=BEAM_WORK_DIR)
   shutil.rmtree(os.path.dirname(dataset_dir_in(out)), ignore_errors=True)
   for old in glob.glob(os.path.join(work, 'side-*')):
     os.remove(old)
   builder_cls = builder_class()
-  builder_cls.ingest_args = dict(csv_paths=[os.path.abspath(p) for p in csv_paths], images=os.path.abspath(images),
+  builder_cls.ingest_args = dict(csv_paths=[absolute(p) for p in csv_paths], images=absolute(images),
                                  image_size=image_size, rows_per_shard=rows_per_shard, work=os.path.abspath(work),
                                  split_lists=split_lists)
   tfds.disable_progress_bar()

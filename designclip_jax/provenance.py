@@ -33,8 +33,8 @@ class HostsDisagreeError(ValueError):
 @functools.cache
 def code_identity() -> dict:
   """The package's version; its commit (``git describe --always --dirty``) when it runs from a git checkout of
-  this repository, else None (an installed wheel: the version says it); a SHA-256 of its source files, which
-  also tells two dirty checkouts apart."""
+  this repository, else the commit launch/tpu_pod.sh stamped into the wheel it built (BUILD_COMMIT), else None;
+  a SHA-256 of its source files, which also tells two dirty checkouts apart."""
   digest = hashlib.sha256()
   for root, dirs, files in os.walk(PACKAGE_DIR):
     dirs[:] = sorted(d for d in dirs if d != '__pycache__')
@@ -43,8 +43,16 @@ def code_identity() -> dict:
       digest.update(os.path.relpath(path, PACKAGE_DIR).encode() + b'\0')
       with open(path, 'rb') as f:
         digest.update(f.read() + b'\0')
-  return {'package': 'designclip_jax', 'version': designclip_jax.__version__, 'commit': _git_describe(),
-          'source_sha256': digest.hexdigest()}
+  return {'package': 'designclip_jax', 'version': designclip_jax.__version__,
+          'commit': _git_describe() or _build_commit(), 'source_sha256': digest.hexdigest()}
+
+
+def _build_commit() -> str | None:
+  try:
+    with open(os.path.join(PACKAGE_DIR, 'BUILD_COMMIT')) as f:
+      return f.read().strip() or None
+  except FileNotFoundError:
+    return None
 
 
 def _git_describe() -> str | None:
@@ -74,7 +82,13 @@ def data_fingerprint(data_dir: str) -> str:
   files += sorted(root.glob('record_index-*.npz'))
   for path in files:
     if path.is_file():
-      digest.update(f'{path.name}\0'.encode() + path.read_bytes())
+      digest.update(f'{path.name}\0'.encode())
+      if path.suffix == '.npz':  # its arrays: the zip's bytes hold the time of writing, so two ingests differ
+        with path.open('rb') as f, np.load(f) as arrays:
+          for key in sorted(arrays.files):
+            digest.update(f'{key}\0{arrays[key].dtype.str}\0{arrays[key].shape}\0'.encode() + arrays[key].tobytes())
+      else:
+        digest.update(path.read_bytes())
   return digest.hexdigest()
 
 

@@ -26,6 +26,8 @@ export_checkout() {  # the files git sees (tracked and new, not ignored): no sta
   git ls-files -z --cached --others --exclude-standard |
     while IFS= read -r -d '' f; do if [ -e "$f" ]; then printf '%s\0' "$f"; fi; done |
     tar --null -T - -cf - | tar -C "$1" -xf -
+  # the commit, for provenance: an installed wheel has no git checkout to ask
+  git describe --always --dirty --abbrev=12 > "$1/designclip_jax/BUILD_COMMIT"
 }
 
 config_file=${config%%:*}  # config_flags takes FILE or FILE:ARGUMENT

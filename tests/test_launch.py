@@ -95,6 +95,16 @@ def test_tpu_pod_builds_the_wheel_and_the_worker_installs_it(tmp_path):
   tracked = subprocess.run(['git', 'ls-files', 'designclip_jax/*.py'], cwd=ROOT, capture_output=True, text=True,
                            check=True).stdout.split()
   assert set(tracked) <= packaged, set(tracked) - packaged
+  # the run's provenance names the checkout's commit, read from the wheel outside any git checkout
+  (tmp_path / 'installed').mkdir()
+  with zipfile.ZipFile(wheels[0]) as wheel:
+    wheel.extractall(tmp_path / 'installed')
+  described = subprocess.run(['git', 'describe', '--always', '--dirty', '--abbrev=12'], cwd=ROOT, capture_output=True,
+                             text=True, check=True).stdout.strip()
+  commit = subprocess.run([sys.executable, '-c', 'from designclip_jax import provenance; '
+                           'print(provenance.code_identity()["commit"])'], cwd=tmp_path / 'installed',
+                          env=env(PYTHONPATH=str(tmp_path / 'installed')), capture_output=True, text=True, check=True)
+  assert commit.stdout.strip() == described
   assert (launch / 'configs' / 'synthetic_tiny.py').read_bytes() == (ROOT / 'configs' / 'synthetic_tiny.py').read_bytes()
   # the worker ran from the copy: the copied wheel, then training under the allocator
   train = shlex.split(out.stdout.splitlines()[-1])

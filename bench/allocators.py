@@ -211,7 +211,8 @@ def report(runs, names, rounds):
       if 'glibc' in medians and name != 'glibc' and 'RSS' not in key and 'jax/torch' not in key:
         base = medians['glibc'][key]
         lower_is_better = 's/step' in key or 'ms CPU' in key or 'faults' in key
-        cell += f' ({base / value if lower_is_better else value / base:.2f}× glibc)'
+        ratio = base / value if lower_is_better else value / base if base else float('nan')
+        cell += f' ({ratio:.2f}× glibc)' if value else ''  # 0 page faults: no ratio
       cells.append(cell)
     print(f'| {key} | ' + ' | '.join(cells) + ' |', flush=True)
 

@@ -224,11 +224,12 @@ def test_iterator_state_restores_the_next_batches(synthetic_data):
   assert not _same(first[0], first[1])
 
 
-def test_worker_processes_give_the_same_batches(synthetic_data):
+def test_worker_processes_and_read_threads_give_the_same_batches(synthetic_data):
   _, _, data_dir = synthetic_data
-  plain, _ = _batches(data_dir, _options(), 2)
+  plain, _ = _batches(data_dir, _options(read_threads=1), 2)  # one example after the other, in order
   workers, _ = _batches(data_dir, _options(worker_count=2), 2)
-  assert all(_same(a, b) for a, b in zip(plain, workers))
+  threads, _ = _batches(data_dir, _options(read_threads=8), 2)
+  assert all(_same(a, b) for a, b in zip(plain, workers)) and all(_same(a, b) for a, b in zip(plain, threads))
 
 
 def test_two_processes_read_disjoint_complementary_slices(synthetic_data):

@@ -9,6 +9,7 @@ workers may change between runs.
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import json
 import os
@@ -172,6 +173,7 @@ class TrainOptions:
   process_index: int = 0
   process_count: int = 1
   worker_count: int = 0
+  read_threads: int = 32  # examples of a batch made at once per process: bucket reads wait 20-100 ms each
 
   def __post_init__(self):
     label_scheme(self.label)
@@ -261,12 +263,34 @@ def batched(transform, opts: TrainOptions, *, start_step: int = 0, num_steps: in
   must pickle): the training stream, or a variant of it that a benchmark measures the same way."""
   import grain  # pylint: disable=import-outside-toplevel
   local = opts.global_batch // opts.process_count
-  ds = grain.MapDataset.range(start_step * local, num_steps * local).map(transform).batch(local, drop_remainder=True)
+  ds = grain.MapDataset.range(start_step, num_steps).map(BatchOfStep(transform, local, opts.read_threads))
   it_ds = ds.to_iter_dataset(grain.ReadOptions(num_threads=0 if opts.worker_count else 2, prefetch_buffer_size=2))
   if opts.worker_count:
     it_ds = it_ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=opts.worker_count),
                               worker_init_fn=_leave_sigterm_to_the_main_process)
   return it_ds
+
+
+class BatchOfStep:
+  """Step -> this host's batch of that step: ``transform`` of its examples made by ``threads`` threads, stacked in
+  order. A record read from a bucket waits 20-100 ms for its first byte (bench/gcs_read_rate.py), and PNG decoding
+  and resizing release the GIL: one example at a time would leave a process reading from a bucket idle on latency.
+  A batch's contents never depend on the thread or worker counts."""
+
+  def __init__(self, transform, local_batch: int, threads: int):
+    self.transform, self.local_batch, self.threads = transform, local_batch, max(1, threads)
+    self._pool = None  # made in the process that runs it (a Grain worker gets this object pickled)
+
+  def __getstate__(self):
+    return {**self.__dict__, '_pool': None}
+
+  def __call__(self, step: int) -> dict:
+    if self._pool is None:
+      self._pool = concurrent.futures.ThreadPoolExecutor(min(self.threads, self.local_batch),
+                                                         thread_name_prefix='read')
+    first = int(step) * self.local_batch
+    examples = list(self._pool.map(self.transform, range(first, first + self.local_batch)))
+    return {key: np.stack([e[key] for e in examples]) for key in examples[0]}
 
 
 def _leave_sigterm_to_the_main_process(worker_index: int, worker_count: int) -> None:

@@ -199,7 +199,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
       beta_sample=lc.beta_sample, beta_loss=lc.beta_loss, pair_strategy=config.data.pair_strategy,
       label=config.data.label,
       augment=config.data.augment, process_index=jax.process_index(), process_count=jax.process_count(),
-      worker_count=config.data.worker_count)
+      worker_count=config.data.worker_count, read_threads=config.data.read_threads)
   # The stream is a function of the global step: resuming from the step, not from a saved iterator state (whose
   # shape depends on data.worker_count), lets a run resume with other worker or process counts.
   iterator = iter(pipeline.train_dataset(data_dir, opts, tokenizer, start_step=start))

@@ -150,6 +150,8 @@ def host_rows(rate: float, aot_bounds: dict) -> list:
                    'chips_per_host': host['chips'], 'hosts': chips // host['chips'], 'aot_samples_per_s': bound,
                    'samples_per_s_per_host': per_host, 'cores_needed': cores, 'host_vcpus': host['vcpus'],
                    'headroom': host['vcpus'] / cores, 'data_worker_count': config.data.worker_count,
+                   # a worker process is about one core: what the config's workers give over what the chips take
+                   'worker_headroom': config.data.worker_count / cores,
                    'host_source': host['source']})
   return rows
 
@@ -253,13 +255,14 @@ def print_tables(r: dict) -> None:
   h = r['host_rate']
   print(f"\nFeeding the chips: cores the pipeline needs per TPU host at the AOT samples/s bound, at "
         f"{h['examples_per_cpu_second']:,.0f} examples per CPU-second (uint8, {h['workers']} workers, this machine)\n")
-  print('| config | topology | host | hosts | AOT samples/s ≤ | per host | cores needed | host vCPUs | headroom |')
-  print('|---|---|---|---|---|---|---|---|---|')
+  print('| config | topology | host | hosts | AOT samples/s ≤ | per host | cores needed | host vCPUs | headroom | '
+        'data.worker_count | workers / cores needed |')
+  print('|---|---|---|---|---|---|---|---|---|---|---|')
   for x in r['hosts']:
     where = x['topology'] + (' (target)' if x['target'] else '')
     print(f"| {x['config']} | {where} | {x['machine']} ({x['chips_per_host']} chips) | {x['hosts']} | "
           f"{x['aot_samples_per_s']:,.0f} | {x['samples_per_s_per_host']:,.0f} | {x['cores_needed']:.1f} | "
-          f"{x['host_vcpus']} | {x['headroom']:.1f}x |")
+          f"{x['host_vcpus']} | {x['headroom']:.1f}x | {x['data_worker_count']} | {x['worker_headroom']:.1f}x |")
   print('\nhost sources: ' + '; '.join(sorted({f"{x['machine']}: {x['host_source']}" for x in r['hosts']})))
 
 

@@ -58,6 +58,8 @@ def test_collection_and_left_out_citations_are_the_generators(redbook_data):
   assert result['citations_counted'] == expected
   assert expected['kept'] and expected['outside_collection'] and expected['after_cutoff']
   assert set(result['methods']) == {'locarno_by_date', 'bm25_title_claim'}
+  described = result['methods_described']  # the JSON says what each way of scoring is, not only that there are ways
+  assert all(f'``{name}``' in described for name in prior_art_cli.MODEL_METHODS + prior_art_cli.BASELINES)
   assert result['collection']['patents_without_claim_text_bm25_reads_title_only'] == 0  # ingest kept every claim
   assert all(text.split('. ', 1)[1].startswith('The ornamental design for') for text in collection['text'])
 

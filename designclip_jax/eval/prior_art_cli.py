@@ -138,7 +138,7 @@ def benchmark(collection: dict, embeddings: dict | None, *, citations: str = 'ex
     ranks = prior_art_ranking.citation_ranks(scorer, effective, collection['family'], judged)
     methods[name] = prior_art.summary(prior_art.query_scores(ranks, judged.offsets), query_class)
   return {'task': 'prior_art', 'citations': citations, 'split': split, 'rule': prior_art.__doc__.split('\n\n')[1],
-          'tie_rule': prior_art.TIE_RULE, 'methods_described': __doc__.split('\n\n')[2],
+          'tie_rule': prior_art.TIE_RULE, 'methods_described': '\n\n'.join(__doc__.split('\n\n')[2:]).strip(),
           'collection': {'patents': len(collection['ids']),
                          'patents_without_filing_date_left_out': collection['without_filing_date'],
                          'patents_without_claim_text_bm25_reads_title_only': collection['without_claim']},

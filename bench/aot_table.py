@@ -96,17 +96,20 @@ def config_table(rows) -> str:
 
 def fsdp_table(rows) -> str:
   lines = ['| model | remat | mesh data × fsdp | params + optimizer GiB | arguments GiB | temporaries GiB | '
-           '**total GiB** | TFLOP per chip | collective-permutes |', '|---|---|---|---|---|---|---|---|---|']
+           '**total GiB** | TFLOP per chip | all-gather GB per chip | all-reduce + reduce-scatter GB per chip | '
+           'collective-permutes |', '|---|---|---|---|---|---|---|---|---|---|---|']
   for label, r in rows:
     if 'error' in r:
-      lines.append(f'| {label} | error: {r["error"]} |' + ' |' * 7)
+      lines.append(f'| {label} | error: {r["error"]} |' + ' |' * 9)
       continue
     b = r['per_chip_bytes']
+    moved = lambda *ops: sum(c['bytes'] for c in r['collectives'] if c['op'] in ops) / 1e9
     permutes = sum(c['count'] for c in r['collectives'] if c['op'] == 'collective-permute')
     flops = f'{r["flops_per_chip"] / 1e12:,.1f}' if r.get('flops_per_chip') else '–'
     lines.append(f'| {r["model"]} | {"on" if r["remat"] else "off"} | {r["mesh"]["data"]} × {r["mesh"]["fsdp"]} | '
                  f'{gib(b["parameters"] + b["optimizer"])} | {gib(b["arguments"]) if "arguments" in b else "–"} | '
-                 f'{gib(b.get("temporaries", 0))} | **{gib(b["total"])}** | {flops} | {permutes} |')
+                 f'{gib(b.get("temporaries", 0))} | **{gib(b["total"])}** | {flops} | {moved("all-gather"):.2f} | '
+                 f'{moved("all-reduce", "reduce-scatter"):.2f} | {permutes} |')
   return '\n'.join(lines)
 
 

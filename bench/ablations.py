@@ -350,7 +350,8 @@ def main():
   import jax
   from designclip_jax.data.prepare import cache_root
   # every seed of a setting compiles the same programs: XLA's persistent cache makes seeds 1.. cache hits
-  jax.config.update('jax_compilation_cache_dir', os.path.join(cache_root(), 'xla-cache'))
+  if 'JAX_COMPILATION_CACHE_DIR' not in os.environ:  # a caller's cache (the test session's) stays its own
+    jax.config.update('jax_compilation_cache_dir', os.path.join(cache_root(), 'xla-cache'))
   jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.5)
   args.study = args.study or ('scratch' if args.quick else 'finetune')
   out = args.out or os.path.join(RESULTS, args.study)

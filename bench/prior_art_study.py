@@ -135,7 +135,8 @@ def main():
   logging.set_verbosity(logging.WARNING)
   import jax
   from designclip_jax.data.prepare import cache_root
-  jax.config.update('jax_compilation_cache_dir', os.path.join(cache_root(), 'xla-cache'))
+  if 'JAX_COMPILATION_CACHE_DIR' not in os.environ:  # a caller's cache (the test session's) stays its own
+    jax.config.update('jax_compilation_cache_dir', os.path.join(cache_root(), 'xla-cache'))
   jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.5)
   code = code_state()  # before the set and the start are built: a mismatched checkout is refused at once
   os.makedirs(args.out, exist_ok=True)

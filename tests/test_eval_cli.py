@@ -230,6 +230,7 @@ def test_pairs_score_a_fixed_seeded_subset(tmp_path):
   assert metrics.multimodal_retrieval(img, txt)['t2i_R@1'] != pytest.approx(outs[0]['t2i_R@1'])
 
 
+@pytest.mark.slow  # 31 s: the OpenAI loaders are checked against OpenAI's clip in the default run (test_openai_format)
 def test_openai_checkpoint_file_scores_like_a_workdir_started_from_it(synthetic_data, tmp_path):
   """An OpenAI-format ResNet file (tokenizer beside it) given to --checkpoint scores exactly as a training
   workdir initialised from it and not moved (learning rate 0): same weights, same text pooling rule."""

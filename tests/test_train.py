@@ -105,7 +105,7 @@ def test_preempted_and_resumed_run_equals_a_straight_run(synthetic_data, tmp_pat
   jax.tree.map(lambda a, b: np.testing.assert_array_equal(a, b), resumed_params, straight_params)
 
 
-@pytest.mark.parametrize('kind', ['hf', 'openai-resnet'])
+@pytest.mark.parametrize('kind', ['hf', pytest.param('openai-resnet', marks=pytest.mark.slow)])  # ResNet: 24 s, slow
 def test_training_starts_from_a_checkpoint_and_keeps_a_frozen_tower(synthetic_data, tmp_path, monkeypatch, kind):
   """model.init loads both towers from a transformers directory or an OpenAI-format file (here a ResNet
   tower); train.freeze_vision keeps the vision tower bit-identical (no update, no weight decay) while the
